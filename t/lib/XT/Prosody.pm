@@ -1,0 +1,272 @@
+package XT::Prosody;
+
+# A private, real Prosody (Debian's 0.12) for one test.
+#
+#   my $p = XT::Prosody->new(
+#       dir     => $t->testdir . '/prosody',   # created; must be private
+#       domains => ['example.com'],
+#       users   => [['alice', 'example.com', 'secret'], ...],
+#       tls     => 0 | 1,        # 1: STARTTLS required, self-signed cert
+#       direct_tls => 0 | 1,     # 1: also a XEP-0368 direct TLS port
+#       extra   => "lua config lines appended to the global section",
+#       timeout => 15,
+#   );                           # started and listening when new() returns
+#   $p->port;  $p->tls_port;  $p->host;  $p->log;  $p->config_file;
+#   $p->cert($domain);  $p->register($user, $domain, $pass);
+#   $p->stop;                    # also done on DESTROY / END
+#
+# With tls => 0 Prosody accepts SASL PLAIN over plain TCP (as a backend
+# behind the proxy); with tls => 1 it requires STARTTLS before
+# authentication.  A certificate for every domain is made with openssl
+# (DIR/certs/DOMAIN.crt/.key) in both cases, so TLS can always be
+# negotiated.  No s2s, http or component ports are opened: c2s (and the
+# direct TLS port when asked) on 127.0.0.1 only.
+#
+# Never run "prosody --version": it starts the system Prosody.
+
+use strict;
+use warnings;
+
+use File::Path qw(make_path);
+use POSIX qw(WNOHANG);
+use Scalar::Util qw(weaken);
+use Time::HiRes qw(sleep time);
+
+use XT::Nginx qw(free_port wait_for_port make_cert);
+
+our %LIVE;
+
+my $PROSODY = '/usr/bin/prosody';
+my $PROSODYCTL = '/usr/bin/prosodyctl';
+
+sub new {
+    my ($class, %o) = @_;
+    my $dir = $o{dir} or die "XT::Prosody: dir is required\n";
+    die "XT::Prosody: prosody is not installed (run auto/deps)\n" unless -x $PROSODY;
+
+    my $self = bless {
+        dir        => $dir,
+        domains    => $o{domains} // ['example.com'],
+        users      => $o{users} // [],
+        tls        => $o{tls} ? 1 : 0,
+        direct_tls => $o{direct_tls} ? 1 : 0,
+        extra      => $o{extra} // '',
+        timeout    => $o{timeout} // 15,
+        port       => $o{port} // free_port(),
+        owner      => $$,
+    }, $class;
+    $self->{tls_port} = $o{tls_port} // free_port() if $self->{direct_tls};
+
+    make_path("$dir/data", "$dir/certs");
+    chmod 0750, $dir;
+    $self->_certs;
+    $self->_write_config;
+    $self->register(@$_) for @{ $self->{users} };
+
+    $LIVE{"$self"} = $self;
+    weaken($LIVE{"$self"});
+
+    $self->start unless $o{no_start};
+    return $self;
+}
+
+sub port        { $_[0]{port} }
+sub tls_port    { $_[0]{tls_port} }
+sub host        { '127.0.0.1' }
+sub dir         { $_[0]{dir} }
+sub config_file { "$_[0]{dir}/prosody.cfg.lua" }
+sub pid         { $_[0]{pid} }
+
+sub cert {
+    my ($self, $domain) = @_;
+    $domain //= $self->{domains}[0];
+    return ("$self->{dir}/certs/$domain.crt", "$self->{dir}/certs/$domain.key");
+}
+
+sub _certs {
+    my ($self) = @_;
+    for my $d (@{ $self->{domains} }) {
+        my ($crt, $key) = $self->cert($d);
+        next if -f $crt;
+        make_cert($crt, $key, cn => $d, alt => [$d, "*.$d"]);
+    }
+}
+
+sub _lua_str {
+    my ($s) = @_;
+    $s =~ s/(["\\])/\\$1/g;
+    return qq{"$s"};
+}
+
+sub _write_config {
+    my ($self) = @_;
+    my $d = $self->{dir};
+    my $q = \&_lua_str;
+    my $tls = $self->{tls};
+    my $direct = $self->{direct_tls} ? "{ $self->{tls_port} }" : '{ }';
+
+    my $cfg = <<"EOF";
+-- written by XT::Prosody for one test run
+pidfile = ${\ $q->("$d/prosody.pid")}
+data_path = ${\ $q->("$d/data")}
+certificates = ${\ $q->("$d/certs")}
+run_as_root = true
+log = {
+    debug = ${\ $q->("$d/prosody.log")};
+}
+
+interfaces = { "127.0.0.1" }
+local_interfaces = { "127.0.0.1" }
+c2s_ports = { $self->{port} }
+c2s_interfaces = { "127.0.0.1" }
+c2s_direct_tls_ports = $direct
+c2s_direct_tls_interfaces = { "127.0.0.1" }
+legacy_ssl_ports = { }
+s2s_ports = { }
+s2s_direct_tls_ports = { }
+component_ports = { }
+http_ports = { }
+https_ports = { }
+
+modules_enabled = {
+    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix";
+}
+modules_disabled = { "s2s"; }
+
+authentication = "internal_hashed"
+storage = "internal"
+c2s_require_encryption = ${\ ($tls ? 'true' : 'false')}
+allow_unencrypted_plain_auth = ${\ ($tls ? 'false' : 'true')}
+s2s_require_encryption = false
+-- tests connect and disconnect fast; no throttling
+c2s_timeout = 60
+EOF
+    $cfg .= "\n-- extra\n$self->{extra}\n" if length $self->{extra};
+
+    for my $dom (@{ $self->{domains} }) {
+        my ($crt, $key) = $self->cert($dom);
+        $cfg .= "\nVirtualHost " . $q->($dom) . "\n"
+            . "    ssl = { certificate = " . $q->($crt) . "; key = " . $q->($key) . "; }\n";
+    }
+
+    open(my $fh, '>', $self->config_file) or die "XT::Prosody: write config: $!\n";
+    print $fh $cfg;
+    close $fh;
+}
+
+sub _run_quiet {
+    my (@cmd) = @_;
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDERR, '>&', \*STDOUT;
+        exec { $cmd[0] } @cmd or POSIX::_exit(127);
+    }
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    return ($? >> 8, $out);
+}
+
+# register($user, $domain, $pass): creates (or overwrites) an account with
+# prosodyctl, works whether Prosody runs or not.
+sub register {
+    my ($self, $user, $domain, $pass) = @_;
+    my ($rc, $out) = _run_quiet($PROSODYCTL, '--config', $self->config_file,
+        'register', $user, $domain, $pass);
+    die "XT::Prosody: prosodyctl register $user\@$domain failed ($rc):\n$out" if $rc;
+    return $self;
+}
+
+sub _alive {
+    my ($self) = @_;
+    my $pid = $self->{pid} or return 0;
+    if (waitpid($pid, WNOHANG) == $pid) {
+        $self->{exit_status} = $?;
+        delete $self->{pid};
+        return 0;
+    }
+    return 1;
+}
+
+sub start {
+    my ($self) = @_;
+    return $self if $self->{pid};
+    my $d = $self->{dir};
+    my $pid = fork() // die "XT::Prosody: fork: $!\n";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$d/stdout.log";
+        open STDERR, '>&', \*STDOUT;
+        chdir $d;
+        exec { $PROSODY } $PROSODY, '-F', '--config', $self->config_file
+            or POSIX::_exit(127);
+    }
+    $self->{pid} = $pid;
+
+    my @ports = ($self->{port});
+    push @ports, $self->{tls_port} if $self->{direct_tls};
+    for my $p (@ports) {
+        next if wait_for_port($p, $self->{timeout}, '127.0.0.1', sub { $self->_alive });
+        my $why = $self->{pid} ? "port $p did not open in $self->{timeout}s"
+            : "prosody exited (status " . ($self->{exit_status} // '?') . ")";
+        $self->stop;
+        die "XT::Prosody: prosody failed to start: $why\n"
+            . "--- stdout/stderr:\n" . _tail("$d/stdout.log")
+            . "--- log:\n" . _tail("$d/prosody.log");
+    }
+    return $self;
+}
+
+sub _tail {
+    my ($f) = @_;
+    open(my $fh, '<', $f) or return "(none)\n";
+    my @l = <$fh>;
+    @l = @l[-20 .. -1] if @l > 20;
+    return join '', @l;
+}
+
+sub stop {
+    my ($self) = @_;
+    return $self unless $self->{pid} && $$ == $self->{owner};
+    kill 'TERM', $self->{pid};
+    my $end = time() + 10;
+    while ($self->_alive && time() < $end) {
+        sleep 0.02;
+    }
+    if ($self->{pid}) {
+        kill 'KILL', $self->{pid};
+        waitpid($self->{pid}, 0);
+        delete $self->{pid};
+    }
+    return $self;
+}
+
+sub restart {
+    my ($self) = @_;
+    $self->stop;
+    return $self->start;
+}
+
+# log(): the Prosody log so far (debug level).
+sub log {
+    my ($self) = @_;
+    open(my $fh, '<', "$self->{dir}/prosody.log") or return '';
+    local $/;
+    return <$fh> // '';
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $!, $@);
+    delete $LIVE{"$self"};
+    $self->stop;
+}
+
+END {
+    my $status = $?;
+    $_->stop for grep { defined } values %LIVE;
+    $? = $status;
+}
+
+1;
