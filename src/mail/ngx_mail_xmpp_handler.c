@@ -1,0 +1,890 @@
+
+/*
+ * Copyright (C) nginx-xmpp contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_mail.h>
+#include <ngx_mail_xmpp_module.h>
+
+
+static ngx_int_t ngx_mail_xmpp_stream(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_starttls(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_auth(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_append(ngx_mail_session_t *s,
+    ngx_connection_t *c, u_char *data, size_t len);
+
+
+static u_char  xmpp_header_start[] =
+    "<?xml version='1.0'?>"
+    "<stream:stream xmlns='jabber:client'"
+    " xmlns:stream='http://etherx.jabber.org/streams' from='";
+static u_char  xmpp_header_id[] = "' id='";
+static u_char  xmpp_header_end[] = "' version='1.0' xml:lang='en'>";
+
+static u_char  xmpp_proceed[] =
+    "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+static u_char  xmpp_tls_failure[] =
+    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>";
+static u_char  xmpp_challenge[] =
+    "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+static u_char  xmpp_stream_end[] = "</stream:stream>";
+
+static u_char  xmpp_error_start[] = "<stream:error><";
+static u_char  xmpp_error_end[] =
+    " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+    "</stream:error></stream:stream>";
+
+static u_char  xmpp_failure_start[] =
+    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><";
+static u_char  xmpp_failure_text[] = "<text xml:lang='en'>";
+static u_char  xmpp_failure_end[] = "</text></failure>";
+static u_char  xmpp_failure_empty_end[] = "</failure>";
+
+
+static ngx_str_t  ngx_mail_xmpp_stream_errors[] = {
+    ngx_null_string,
+    ngx_string("bad-format"),
+    ngx_string("connection-timeout"),
+    ngx_string("host-unknown"),
+    ngx_string("internal-server-error"),
+    ngx_string("invalid-namespace"),
+    ngx_string("not-authorized"),
+    ngx_string("not-well-formed"),
+    ngx_string("policy-violation"),
+    ngx_string("remote-connection-failed"),
+    ngx_string("restricted-xml"),
+    ngx_string("unsupported-encoding"),
+    ngx_string("unsupported-version")
+};
+
+
+static ngx_str_t  ngx_mail_xmpp_sasl_conditions[] = {
+    ngx_string("aborted"),
+    ngx_string("account-disabled"),
+    ngx_string("credentials-expired"),
+    ngx_string("encryption-required"),
+    ngx_string("incorrect-encoding"),
+    ngx_string("invalid-authzid"),
+    ngx_string("invalid-mechanism"),
+    ngx_string("malformed-request"),
+    ngx_string("mechanism-too-weak"),
+    ngx_string("not-authorized"),
+    ngx_string("temporary-auth-failure"),
+    ngx_null_string
+};
+
+
+void
+ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_mail_xmpp_ctx_t       *ctx;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    ctx = ngx_pcalloc(c->pool, sizeof(ngx_mail_xmpp_ctx_t));
+    if (ctx == NULL) {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    ngx_mail_set_ctx(s, ctx, ngx_mail_xmpp_module);
+
+    /*
+     * The client speaks first: no greeting.  After a PROXY protocol
+     * header or a TLS handshake the stream header may already have
+     * been read, so start by trying to read.
+     */
+
+    c->read->handler = ngx_mail_xmpp_init_protocol;
+
+    if (!c->read->timer_set) {
+        ngx_add_timer(c->read, cscf->timeout);
+    }
+
+    ngx_mail_xmpp_init_protocol(c->read);
+}
+
+
+void
+ngx_mail_xmpp_init_protocol(ngx_event_t *rev)
+{
+    ngx_connection_t          *c;
+    ngx_mail_session_t        *s;
+    ngx_mail_xmpp_ctx_t       *ctx;
+    ngx_mail_xmpp_srv_conf_t  *xcf;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    c = rev->data;
+
+    c->log->action = "in auth state";
+
+    if (rev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
+        c->timedout = 1;
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    s = c->data;
+
+    if (s->buffer == NULL) {
+        if (ngx_array_init(&s->args, c->pool, 2, sizeof(ngx_str_t))
+            == NGX_ERROR)
+        {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
+        xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+
+        s->buffer = ngx_create_temp_buf(c->pool, xcf->client_buffer_size);
+        if (s->buffer == NULL) {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+    }
+
+    /* a new stream: initially, and again after STARTTLS */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    ctx->stream = 0;
+    ctx->header_sent = 0;
+    ctx->decl = 0;
+    ctx->utf8 = 0;
+    ctx->element = 0;
+    ctx->error = NGX_XMPP_ERR_NONE;
+
+    s->state = 0;
+    s->mail_state = ngx_xmpp_start;
+
+    if (!rev->timer_set) {
+        cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+        ngx_add_timer(rev, cscf->timeout);
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0, "xmpp new stream");
+
+    c->read->handler = ngx_mail_xmpp_auth_state;
+
+    ngx_mail_xmpp_auth_state(rev);
+}
+
+
+void
+ngx_mail_xmpp_auth_state(ngx_event_t *rev)
+{
+    ngx_int_t             rc;
+    ngx_uint_t            err;
+    ngx_connection_t     *c;
+    ngx_mail_session_t   *s;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    c = rev->data;
+    s = c->data;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0, "xmpp auth state");
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+
+        if (s->quit) {
+            ngx_mail_close_connection(c);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
+        c->timedout = 1;
+
+        s->out.len = 0;
+
+        if (ngx_mail_xmpp_stream_error(s, c, NGX_XMPP_ERR_CONNECTION_TIMEOUT)
+            != NGX_OK)
+        {
+            ngx_mail_close_connection(c);
+            return;
+        }
+
+        s->quit = 1;
+        ngx_mail_send(c->write);
+        return;
+    }
+
+    if (s->out.len) {
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0, "xmpp send handler busy");
+        s->blocked = 1;
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_mail_close_connection(c);
+            return;
+        }
+
+        return;
+    }
+
+    s->blocked = 0;
+
+    rc = ngx_mail_read_command(s, c);
+
+    if (rc == NGX_AGAIN) {
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
+        return;
+    }
+
+    if (rc == NGX_ERROR) {
+        return;
+    }
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    if (rc == NGX_OK) {
+
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "xmpp auth command: %ui in state %ui",
+                       s->command, s->mail_state);
+
+        switch (s->command) {
+
+        case NGX_XMPP_STREAM:
+            rc = ngx_mail_xmpp_stream(s, c);
+            break;
+
+        case NGX_XMPP_STREAM_END:
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "xmpp client closed stream");
+            s->quit = 1;
+            ngx_str_set(&s->out, xmpp_stream_end);
+            break;
+
+        case NGX_XMPP_STARTTLS:
+            rc = ngx_mail_xmpp_starttls(s, c);
+            break;
+
+        case NGX_XMPP_AUTH:
+            rc = ngx_mail_xmpp_auth(s, c);
+            break;
+
+        case NGX_XMPP_RESPONSE:
+
+            if (s->mail_state != ngx_xmpp_auth_plain) {
+                ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                              "client sent unexpected SASL response");
+                rc = ngx_mail_xmpp_sasl_failure(s, c,
+                                                NGX_XMPP_SASL_MALFORMED_REQUEST,
+                                                NULL);
+                break;
+            }
+
+            rc = ngx_mail_xmpp_auth_plain(s, c);
+            break;
+
+        default: /* NGX_XMPP_ABORT */
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "xmpp client aborted authentication");
+
+            s->mail_state = ngx_xmpp_start;
+
+            /* an abort is not an error and is not counted */
+
+            s->out.len = 0;
+            s->errors--;
+            rc = ngx_mail_xmpp_sasl_failure(s, c, NGX_XMPP_SASL_ABORTED,
+                                            NULL);
+            break;
+        }
+    }
+
+    if (s->buffer->pos < s->buffer->last) {
+        s->blocked = 1;
+    }
+
+    switch (rc) {
+
+    case NGX_DONE:
+        ngx_mail_auth(s, c);
+        return;
+
+    case NGX_ERROR:
+        ngx_mail_session_internal_server_error(s);
+        return;
+
+    case NGX_MAIL_PARSE_INVALID_COMMAND:
+
+        err = ctx->error;
+        ctx->error = NGX_XMPP_ERR_NONE;
+
+        if (err == NGX_XMPP_ERR_NONE) {
+            /* the command did not fit into xmpp_client_buffer */
+            err = NGX_XMPP_ERR_POLICY_VIOLATION;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent invalid XMPP, closing stream with "
+                      "\"%V\" error", &ngx_mail_xmpp_stream_errors[err]);
+
+        s->out.len = 0;
+
+        if (ngx_mail_xmpp_stream_error(s, c, err) != NGX_OK) {
+            ngx_mail_close_connection(c);
+            return;
+        }
+
+        s->quit = 1;
+        s->blocked = 0;
+        break;
+    }
+
+    s->args.nelts = 0;
+
+    if (s->buffer->pos == s->buffer->last) {
+        s->buffer->pos = s->buffer->start;
+        s->buffer->last = s->buffer->start;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_mail_session_internal_server_error(s);
+        return;
+    }
+
+    ngx_mail_send(c->write);
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    u_char                    *p;
+    size_t                     len;
+    ngx_str_t                 *features;
+    ngx_mail_xmpp_ctx_t       *ctx;
+    ngx_mail_xmpp_srv_conf_t  *xcf;
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t       *sslcf;
+#endif
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp stream to \"%V\"", &ctx->host);
+
+    ctx->stream = 1;
+
+    features = &xcf->features;
+
+#if (NGX_MAIL_SSL)
+
+    if (c->ssl == NULL) {
+        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+
+        if (sslcf->starttls == NGX_MAIL_STARTTLS_ON) {
+            features = &xcf->starttls_features;
+
+        } else if (sslcf->starttls == NGX_MAIL_STARTTLS_ONLY) {
+            features = &xcf->starttls_only_features;
+        }
+    }
+
+#endif
+
+    len = sizeof(xmpp_header_start) - 1
+          + ngx_mail_xmpp_escaped_len(&ctx->host)
+          + sizeof(xmpp_header_id) - 1 + 16
+          + sizeof(xmpp_header_end) - 1
+          + features->len;
+
+    p = ngx_pnalloc(c->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->out.data = p;
+
+    p = ngx_cpymem(p, xmpp_header_start, sizeof(xmpp_header_start) - 1);
+    p = ngx_mail_xmpp_escape(p, &ctx->host);
+    p = ngx_cpymem(p, xmpp_header_id, sizeof(xmpp_header_id) - 1);
+    p = ngx_sprintf(p, "%08xD%08xD", (uint32_t) ngx_random(),
+                    (uint32_t) ngx_random());
+    p = ngx_cpymem(p, xmpp_header_end, sizeof(xmpp_header_end) - 1);
+    p = ngx_cpymem(p, features->data, features->len);
+
+    s->out.len = p - s->out.data;
+
+    ctx->header_sent = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t  *sslcf;
+
+    if (c->ssl == NULL) {
+        sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+
+        if (sslcf->starttls) {
+
+            /*
+             * anything sent after <starttls/> before the TLS handshake
+             * is discarded: a defence against command injection
+             */
+
+            s->buffer->pos = s->buffer->start;
+            s->buffer->last = s->buffer->start;
+
+            c->read->handler = ngx_mail_starttls_handler;
+
+            ngx_str_set(&s->out, xmpp_proceed);
+
+            return NGX_OK;
+        }
+    }
+
+#endif
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "client sent STARTTLS while it is not available");
+
+    ngx_str_set(&s->out, xmpp_tls_failure);
+    s->quit = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_mail_xmpp_ctx_t       *ctx;
+    ngx_mail_xmpp_srv_conf_t  *xcf;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    s->mail_state = ngx_xmpp_start;
+
+#if (NGX_MAIL_SSL)
+    if (ngx_mail_starttls_only(s, c)) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client tried to authenticate before STARTTLS");
+        return ngx_mail_xmpp_sasl_failure(s, c,
+                                          NGX_XMPP_SASL_ENCRYPTION_REQUIRED,
+                                          NULL);
+    }
+#endif
+
+    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+
+    if (ctx->mech.len != sizeof("PLAIN") - 1
+        || ngx_strncasecmp(ctx->mech.data, (u_char *) "PLAIN",
+                           sizeof("PLAIN") - 1)
+           != 0
+        || !(xcf->auth_methods & NGX_MAIL_AUTH_PLAIN_ENABLED))
+    {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client requested unsupported SASL mechanism \"%V\"",
+                      &ctx->mech);
+        return ngx_mail_xmpp_sasl_failure(s, c,
+                                          NGX_XMPP_SASL_INVALID_MECHANISM,
+                                          NULL);
+    }
+
+    if (ctx->text_start == ctx->text_end) {
+
+        /* no initial response, RFC 6120 section 6.4.2 */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "xmpp auth plain: empty challenge");
+
+        ngx_str_set(&s->out, xmpp_challenge);
+        s->mail_state = ngx_xmpp_auth_plain;
+
+        return NGX_OK;
+    }
+
+    return ngx_mail_xmpp_auth_plain(s, c);
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    u_char               *p, *last, *nul1, *nul2;
+    ngx_str_t             text, plain, authzid, authcid, passwd;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    s->mail_state = ngx_xmpp_start;
+
+    if (ctx->bad_text) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent invalid base64 in SASL PLAIN");
+        return ngx_mail_xmpp_sasl_failure(s, c,
+                                          NGX_XMPP_SASL_INCORRECT_ENCODING,
+                                          NULL);
+    }
+
+    text.data = ctx->text_start;
+    text.len = ctx->text_end - ctx->text_start;
+
+    if (text.len == 1 && text.data[0] == '=') {
+        text.len = 0;
+    }
+
+    plain.data = ngx_pnalloc(c->pool, ngx_base64_decoded_length(text.len) + 1);
+    if (plain.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_decode_base64(&plain, &text) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent invalid base64 in SASL PLAIN");
+        return ngx_mail_xmpp_sasl_failure(s, c,
+                                          NGX_XMPP_SASL_INCORRECT_ENCODING,
+                                          NULL);
+    }
+
+    /* RFC 4616: [authzid] NUL authcid NUL passwd */
+
+    p = plain.data;
+    last = p + plain.len;
+
+    nul1 = ngx_strlchr(p, last, '\0');
+    nul2 = nul1 ? ngx_strlchr(nul1 + 1, last, '\0') : NULL;
+
+    if (nul1 == NULL || nul2 == NULL
+        || ngx_strlchr(nul2 + 1, last, '\0') != NULL
+        || nul2 == nul1 + 1
+        || nul2 + 1 == last)
+    {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent malformed SASL PLAIN message");
+        return ngx_mail_xmpp_sasl_failure(s, c,
+                                          NGX_XMPP_SASL_MALFORMED_REQUEST,
+                                          NULL);
+    }
+
+    authzid.data = p;
+    authzid.len = nul1 - p;
+    authcid.data = nul1 + 1;
+    authcid.len = nul2 - authcid.data;
+    passwd.data = nul2 + 1;
+    passwd.len = last - passwd.data;
+
+    /* Auth-User is always a bare JID: "localpart@domain" */
+
+    if (ngx_strlchr(authcid.data, authcid.data + authcid.len, '@')) {
+        s->login = authcid;
+
+    } else {
+        s->login.len = authcid.len + 1 + ctx->host.len;
+        s->login.data = ngx_pnalloc(c->pool, s->login.len);
+        if (s->login.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(s->login.data, "%V@%V", &authcid, &ctx->host);
+    }
+
+    if (authzid.len
+        && (authzid.len != s->login.len
+            || ngx_strncasecmp(authzid.data, s->login.data, authzid.len)
+               != 0))
+    {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent authzid \"%V\" that is not \"%V\"",
+                      &authzid, &s->login);
+        s->login.len = 0;
+        return ngx_mail_xmpp_sasl_failure(s, c,
+                                          NGX_XMPP_SASL_INVALID_AUTHZID,
+                                          NULL);
+    }
+
+    s->passwd = passwd;
+    s->auth_method = NGX_MAIL_AUTH_PLAIN;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp auth plain: \"%V\"", &s->login);
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
+    ngx_str_t *code)
+{
+    ngx_uint_t  i, cond;
+
+    /*
+     * Auth-Error-Code: an RFC 6120 SASL condition name is used as is;
+     * SMTP-style codes map by class: 4xx is temporary-auth-failure,
+     * anything else not-authorized.
+     */
+
+    cond = NGX_XMPP_SASL_NOT_AUTHORIZED;
+
+    if (code->len) {
+
+        for (i = 0; ngx_mail_xmpp_sasl_conditions[i].len; i++) {
+            if (code->len == ngx_mail_xmpp_sasl_conditions[i].len
+                && ngx_strncasecmp(code->data,
+                                   ngx_mail_xmpp_sasl_conditions[i].data,
+                                   code->len)
+                   == 0)
+            {
+                cond = i;
+                break;
+            }
+        }
+
+        if (ngx_mail_xmpp_sasl_conditions[i].len == 0 && code->data[0] == '4') {
+            cond = NGX_XMPP_SASL_TEMPORARY_AUTH;
+        }
+    }
+
+    s->mail_state = ngx_xmpp_start;
+    s->out.len = 0;
+
+    return ngx_mail_xmpp_sasl_failure(s, s->connection, cond, text);
+}
+
+
+ngx_int_t
+ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_uint_t cond, ngx_str_t *text)
+{
+    u_char                    *p;
+    size_t                     len;
+    ngx_str_t                 *name;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    name = &ngx_mail_xmpp_sasl_conditions[cond];
+
+    len = sizeof(xmpp_failure_start) - 1 + name->len + sizeof("/>") - 1;
+
+    if (text && text->len) {
+        len += sizeof(xmpp_failure_text) - 1 + ngx_mail_xmpp_escaped_len(text)
+               + sizeof(xmpp_failure_end) - 1;
+
+    } else {
+        len += sizeof(xmpp_failure_empty_end) - 1;
+    }
+
+    p = ngx_pnalloc(c->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->out.data = p;
+
+    p = ngx_cpymem(p, xmpp_failure_start, sizeof(xmpp_failure_start) - 1);
+    p = ngx_cpymem(p, name->data, name->len);
+    *p++ = '/'; *p++ = '>';
+
+    if (text && text->len) {
+        p = ngx_cpymem(p, xmpp_failure_text, sizeof(xmpp_failure_text) - 1);
+        p = ngx_mail_xmpp_escape(p, text);
+        p = ngx_cpymem(p, xmpp_failure_end, sizeof(xmpp_failure_end) - 1);
+
+    } else {
+        p = ngx_cpymem(p, xmpp_failure_empty_end,
+                       sizeof(xmpp_failure_empty_end) - 1);
+    }
+
+    s->out.len = p - s->out.data;
+    s->mail_state = ngx_xmpp_start;
+
+    /* failed attempts may be retried, RFC 6120 section 6.4.5 */
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    if (++s->errors >= cscf->max_errors) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client made too many failed authentication attempts");
+
+        if (ngx_mail_xmpp_stream_error(s, c, NGX_XMPP_ERR_POLICY_VIOLATION)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        s->quit = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_mail_xmpp_stream_error(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_uint_t err)
+{
+    u_char                    *p, *buf;
+    size_t                     len;
+    ngx_str_t                 *name;
+    ngx_mail_xmpp_ctx_t       *ctx;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    name = &ngx_mail_xmpp_stream_errors[err];
+
+    len = sizeof(xmpp_error_start) - 1 + name->len
+          + sizeof(xmpp_error_end) - 1;
+
+    if (!ctx->header_sent) {
+
+        /* an error on the stream header still needs a header of ours */
+
+        len += sizeof(xmpp_header_start) - 1
+               + ngx_mail_xmpp_escaped_len(&cscf->server_name)
+               + sizeof(xmpp_header_id) - 1 + 16
+               + sizeof(xmpp_header_end) - 1;
+    }
+
+    buf = ngx_pnalloc(c->pool, len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = buf;
+
+    if (!ctx->header_sent) {
+        p = ngx_cpymem(p, xmpp_header_start, sizeof(xmpp_header_start) - 1);
+        p = ngx_mail_xmpp_escape(p, &cscf->server_name);
+        p = ngx_cpymem(p, xmpp_header_id, sizeof(xmpp_header_id) - 1);
+        p = ngx_sprintf(p, "%08xD%08xD", (uint32_t) ngx_random(),
+                        (uint32_t) ngx_random());
+        p = ngx_cpymem(p, xmpp_header_end, sizeof(xmpp_header_end) - 1);
+
+        ctx->header_sent = 1;
+    }
+
+    p = ngx_cpymem(p, xmpp_error_start, sizeof(xmpp_error_start) - 1);
+    p = ngx_cpymem(p, name->data, name->len);
+    p = ngx_cpymem(p, xmpp_error_end, sizeof(xmpp_error_end) - 1);
+
+    return ngx_mail_xmpp_append(s, c, buf, p - buf);
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_append(ngx_mail_session_t *s, ngx_connection_t *c, u_char *data,
+    size_t len)
+{
+    u_char  *p;
+
+    if (s->out.len == 0) {
+        s->out.data = data;
+        s->out.len = len;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(c->pool, s->out.len + len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, s->out.data, s->out.len);
+    ngx_memcpy(p + s->out.len, data, len);
+
+    s->out.data = p;
+    s->out.len += len;
+
+    return NGX_OK;
+}
+
+
+size_t
+ngx_mail_xmpp_escaped_len(ngx_str_t *src)
+{
+    size_t   len;
+    u_char  *p, *last;
+
+    len = 0;
+    last = src->data + src->len;
+
+    for (p = src->data; p < last; p++) {
+        switch (*p) {
+        case '<':
+        case '>':
+            len += sizeof("&lt;") - 1;
+            break;
+        case '&':
+            len += sizeof("&amp;") - 1;
+            break;
+        case '\'':
+        case '"':
+            len += sizeof("&quot;") - 1;
+            break;
+        default:
+            len += (*p < 0x20) ? sizeof("&#xx;") - 1 : 1;
+            break;
+        }
+    }
+
+    return len;
+}
+
+
+u_char *
+ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src)
+{
+    u_char  *p, *last;
+
+    last = src->data + src->len;
+
+    for (p = src->data; p < last; p++) {
+        switch (*p) {
+        case '<':
+            dst = ngx_cpymem(dst, "&lt;", sizeof("&lt;") - 1);
+            break;
+        case '>':
+            dst = ngx_cpymem(dst, "&gt;", sizeof("&gt;") - 1);
+            break;
+        case '&':
+            dst = ngx_cpymem(dst, "&amp;", sizeof("&amp;") - 1);
+            break;
+        case '\'':
+            dst = ngx_cpymem(dst, "&apos;", sizeof("&apos;") - 1);
+            break;
+        case '"':
+            dst = ngx_cpymem(dst, "&quot;", sizeof("&quot;") - 1);
+            break;
+        default:
+            if (*p == '\t' || *p == CR || *p == LF) {
+                dst = ngx_sprintf(dst, "&#%02d;", (int) *p);
+
+            } else if (*p < 0x20) {
+                /* not an XML character: replaced with "?" */
+                dst = ngx_cpymem(dst, "&#63;", sizeof("&#63;") - 1);
+
+            } else {
+                *dst++ = *p;
+            }
+
+            break;
+        }
+    }
+
+    return dst;
+}

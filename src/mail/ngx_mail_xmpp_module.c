@@ -1,0 +1,234 @@
+
+/*
+ * Copyright (C) nginx-xmpp contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_mail.h>
+#include <ngx_mail_xmpp_module.h>
+
+
+static void *ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
+
+static ngx_conf_bitmask_t  ngx_mail_xmpp_auth_methods[] = {
+    { ngx_string("plain"), NGX_MAIL_AUTH_PLAIN_ENABLED },
+    { ngx_null_string, 0 }
+};
+
+
+#define NGX_XMPP_SASL_NS  "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NGX_XMPP_TLS_NS   "urn:ietf:params:xml:ns:xmpp-tls"
+#define NGX_XMPP_ERR_NS   "urn:ietf:params:xml:ns:xmpp-streams"
+
+#define NGX_XMPP_HEADER                                                      \
+    "<?xml version='1.0'?>"                                                  \
+    "<stream:stream xmlns='jabber:client'"                                   \
+    " xmlns:stream='http://etherx.jabber.org/streams'"                       \
+    " version='1.0' xml:lang='en'>"
+
+
+static ngx_mail_protocol_t  ngx_mail_xmpp_protocol = {
+    ngx_string("xmpp"),
+    ngx_string("\x0bxmpp-client"),
+    { 5222, 5223, 0, 0 },
+    NGX_MAIL_XMPP_PROTOCOL,
+
+    ngx_mail_xmpp_init_session,
+    ngx_mail_xmpp_init_protocol,
+    ngx_mail_xmpp_parse_command,
+    ngx_mail_xmpp_auth_state,
+
+    ngx_string("<failure xmlns='" NGX_XMPP_SASL_NS "'>"
+               "<temporary-auth-failure/></failure>"
+               "<stream:error><internal-server-error xmlns='"
+               NGX_XMPP_ERR_NS "'/></stream:error></stream:stream>"),
+    ngx_string(NGX_XMPP_HEADER
+               "<stream:error><policy-violation xmlns='"
+               NGX_XMPP_ERR_NS "'/><text xmlns='" NGX_XMPP_ERR_NS "'"
+               " xml:lang='en'>SSL certificate error</text>"
+               "</stream:error></stream:stream>"),
+    ngx_string(NGX_XMPP_HEADER
+               "<stream:error><policy-violation xmlns='"
+               NGX_XMPP_ERR_NS "'/><text xmlns='" NGX_XMPP_ERR_NS "'"
+               " xml:lang='en'>No required SSL certificate</text>"
+               "</stream:error></stream:stream>"),
+
+    ngx_mail_xmpp_auth_error,
+    ngx_mail_xmpp_proxy_handler
+};
+
+
+static ngx_command_t  ngx_mail_xmpp_commands[] = {
+
+    { ngx_string("xmpp_client_buffer"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, client_buffer_size),
+      NULL },
+
+    { ngx_string("xmpp_auth"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, auth_methods),
+      &ngx_mail_xmpp_auth_methods },
+
+      ngx_null_command
+};
+
+
+static ngx_mail_module_t  ngx_mail_xmpp_module_ctx = {
+    &ngx_mail_xmpp_protocol,               /* protocol */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_mail_xmpp_create_srv_conf,         /* create server configuration */
+    ngx_mail_xmpp_merge_srv_conf           /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_mail_xmpp_module = {
+    NGX_MODULE_V1,
+    &ngx_mail_xmpp_module_ctx,             /* module context */
+    ngx_mail_xmpp_commands,                /* module directives */
+    NGX_MAIL_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_mail_xmpp_srv_conf_t  *xcf;
+
+    xcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_xmpp_srv_conf_t));
+    if (xcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     xcf->auth_methods = 0;
+     *     xcf->features = { 0, NULL };
+     *     xcf->starttls_features = { 0, NULL };
+     *     xcf->starttls_only_features = { 0, NULL };
+     */
+
+    xcf->client_buffer_size = NGX_CONF_UNSET_SIZE;
+
+    return xcf;
+}
+
+
+static char *
+ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_mail_xmpp_srv_conf_t *prev = parent;
+    ngx_mail_xmpp_srv_conf_t *conf = child;
+
+    u_char     *p;
+    size_t      size;
+    ngx_str_t   mechanisms;
+
+    static u_char  features_start[] = "<stream:features>";
+    static u_char  features_end[] = "</stream:features>";
+    static u_char  starttls[] = "<starttls xmlns='" NGX_XMPP_TLS_NS "'/>";
+    static u_char  starttls_required[] =
+                       "<starttls xmlns='" NGX_XMPP_TLS_NS "'>"
+                       "<required/></starttls>";
+    static u_char  plain[] =
+                       "<mechanisms xmlns='" NGX_XMPP_SASL_NS "'>"
+                       "<mechanism>PLAIN</mechanism></mechanisms>";
+
+    ngx_conf_merge_size_value(conf->client_buffer_size,
+                              prev->client_buffer_size,
+                              (size_t) ngx_pagesize);
+
+    ngx_conf_merge_bitmask_value(conf->auth_methods,
+                                 prev->auth_methods,
+                                 (NGX_CONF_BITMASK_SET
+                                  |NGX_MAIL_AUTH_PLAIN_ENABLED));
+
+    if (conf->client_buffer_size < 512) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"xmpp_client_buffer\" must be at least 512");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->auth_methods & NGX_MAIL_AUTH_PLAIN_ENABLED) {
+        mechanisms.len = sizeof(plain) - 1;
+        mechanisms.data = plain;
+
+    } else {
+        ngx_str_null(&mechanisms);
+    }
+
+    /* after TLS, or with "starttls off": mechanisms only */
+
+    size = sizeof(features_start) - 1 + mechanisms.len
+           + sizeof(features_end) - 1;
+
+    p = ngx_pnalloc(cf->pool, size);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    conf->features.len = size;
+    conf->features.data = p;
+
+    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
+    p = ngx_cpymem(p, mechanisms.data, mechanisms.len);
+    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
+
+    /* "starttls on": STARTTLS offered, authentication still allowed */
+
+    size += sizeof(starttls) - 1;
+
+    p = ngx_pnalloc(cf->pool, size);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    conf->starttls_features.len = size;
+    conf->starttls_features.data = p;
+
+    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
+    p = ngx_cpymem(p, starttls, sizeof(starttls) - 1);
+    p = ngx_cpymem(p, mechanisms.data, mechanisms.len);
+    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
+
+    /* "starttls only": STARTTLS required, no mechanisms before TLS */
+
+    size = sizeof(features_start) - 1 + sizeof(starttls_required) - 1
+           + sizeof(features_end) - 1;
+
+    p = ngx_pnalloc(cf->pool, size);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    conf->starttls_only_features.len = size;
+    conf->starttls_only_features.data = p;
+
+    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
+    p = ngx_cpymem(p, starttls_required, sizeof(starttls_required) - 1);
+    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
+
+    return NGX_CONF_OK;
+}

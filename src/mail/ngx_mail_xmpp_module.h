@@ -1,0 +1,182 @@
+
+/*
+ * Copyright (C) nginx-xmpp contributors
+ */
+
+
+#ifndef _NGX_MAIL_XMPP_MODULE_H_INCLUDED_
+#define _NGX_MAIL_XMPP_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_mail.h>
+
+
+#define NGX_MAIL_XMPP_NAME_LEN       64
+#define NGX_MAIL_XMPP_VALUE_LEN      1024
+#define NGX_MAIL_XMPP_ENTITY_LEN     10
+
+
+/* client commands (s->command) */
+
+#define NGX_XMPP_STREAM              1
+#define NGX_XMPP_STREAM_END          2
+#define NGX_XMPP_STARTTLS            3
+#define NGX_XMPP_AUTH                4
+#define NGX_XMPP_RESPONSE            5
+#define NGX_XMPP_ABORT               6
+
+
+/* stream errors, RFC 6120 section 4.9.3 */
+
+#define NGX_XMPP_ERR_NONE                   0
+#define NGX_XMPP_ERR_BAD_FORMAT             1
+#define NGX_XMPP_ERR_CONNECTION_TIMEOUT     2
+#define NGX_XMPP_ERR_HOST_UNKNOWN           3
+#define NGX_XMPP_ERR_INTERNAL_SERVER_ERROR  4
+#define NGX_XMPP_ERR_INVALID_NAMESPACE      5
+#define NGX_XMPP_ERR_NOT_AUTHORIZED         6
+#define NGX_XMPP_ERR_NOT_WELL_FORMED        7
+#define NGX_XMPP_ERR_POLICY_VIOLATION       8
+#define NGX_XMPP_ERR_REMOTE_CONNECTION      9
+#define NGX_XMPP_ERR_RESTRICTED_XML         10
+#define NGX_XMPP_ERR_UNSUPPORTED_ENCODING   11
+#define NGX_XMPP_ERR_UNSUPPORTED_VERSION    12
+
+
+/* SASL failure conditions, RFC 6120 section 6.5 */
+
+#define NGX_XMPP_SASL_ABORTED               0
+#define NGX_XMPP_SASL_ACCOUNT_DISABLED      1
+#define NGX_XMPP_SASL_CREDENTIALS_EXPIRED   2
+#define NGX_XMPP_SASL_ENCRYPTION_REQUIRED   3
+#define NGX_XMPP_SASL_INCORRECT_ENCODING    4
+#define NGX_XMPP_SASL_INVALID_AUTHZID       5
+#define NGX_XMPP_SASL_INVALID_MECHANISM     6
+#define NGX_XMPP_SASL_MALFORMED_REQUEST     7
+#define NGX_XMPP_SASL_MECHANISM_TOO_WEAK    8
+#define NGX_XMPP_SASL_NOT_AUTHORIZED        9
+#define NGX_XMPP_SASL_TEMPORARY_AUTH        10
+
+
+typedef enum {
+    ngx_xmpp_start = 0,
+    ngx_xmpp_auth_plain
+} ngx_xmpp_state_e;
+
+
+typedef enum {
+    ngx_xmpp_proxy_start = 0,
+    ngx_xmpp_proxy_features,
+    ngx_xmpp_proxy_auth
+} ngx_xmpp_proxy_state_e;
+
+
+typedef struct {
+    size_t                  client_buffer_size;
+    ngx_uint_t              auth_methods;
+
+    ngx_str_t               features;
+    ngx_str_t               starttls_features;
+    ngx_str_t               starttls_only_features;
+} ngx_mail_xmpp_srv_conf_t;
+
+
+typedef struct {
+    ngx_str_t               host;           /* stream "to", decoded */
+    ngx_str_t               localpart;      /* backend SASL authcid */
+    ngx_str_t               domain;         /* backend stream "to" */
+
+    ngx_uint_t              error;          /* NGX_XMPP_ERR_* of the parser */
+
+    /* client parser */
+
+    ngx_uint_t              element;
+    ngx_uint_t              attr;
+    ngx_uint_t              quote;
+    ngx_uint_t              depth;
+
+    size_t                  name_len;
+    size_t                  prefix_len;
+    size_t                  end_len;
+    size_t                  attr_len;
+    size_t                  value_len;
+    size_t                  entity_len;
+
+    u_char                 *text_start;
+    u_char                 *text_end;
+
+    ngx_uint_t              utf8;
+    u_char                  utf8_min;
+    u_char                  utf8_max;
+
+    ngx_uint_t              elem_ns;
+    ngx_uint_t              default_ns;
+
+    unsigned                stream:1;       /* client stream header seen */
+    unsigned                header_sent:1;  /* our stream header sent */
+    unsigned                decl:1;
+    unsigned                empty:1;
+    unsigned                has_version:1;
+    unsigned                has_to:1;
+    unsigned                has_mech:1;
+    unsigned                bad_text:1;
+
+    ngx_str_t               version;
+    ngx_str_t               mech;
+
+    size_t                  stream_name_len;
+
+    u_char                  name[NGX_MAIL_XMPP_NAME_LEN];
+    u_char                  stream_name[NGX_MAIL_XMPP_NAME_LEN];
+    u_char                  attr_name[NGX_MAIL_XMPP_NAME_LEN];
+    u_char                  value[NGX_MAIL_XMPP_VALUE_LEN];
+    u_char                  entity[NGX_MAIL_XMPP_ENTITY_LEN];
+
+    /* upstream parser */
+
+    ngx_uint_t              up_state;
+    ngx_uint_t              up_depth;
+    ngx_uint_t              up_quote;
+    ngx_uint_t              up_child;
+    size_t                  up_name_len;
+    u_char                 *up_lt;
+    u_char                 *up_start;
+    u_char                  up_name[NGX_MAIL_XMPP_NAME_LEN];
+} ngx_mail_xmpp_ctx_t;
+
+
+/* upstream parser results */
+
+#define NGX_XMPP_UP_HEADER           1
+#define NGX_XMPP_UP_FEATURES         2
+#define NGX_XMPP_UP_SUCCESS          3
+#define NGX_XMPP_UP_FAILURE          4
+#define NGX_XMPP_UP_ERROR            5
+#define NGX_XMPP_UP_OTHER            6
+#define NGX_XMPP_UP_END              7
+
+
+void ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
+void ngx_mail_xmpp_init_protocol(ngx_event_t *rev);
+void ngx_mail_xmpp_auth_state(ngx_event_t *rev);
+ngx_int_t ngx_mail_xmpp_parse_command(ngx_mail_session_t *s);
+ngx_int_t ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
+    ngx_str_t *code);
+void ngx_mail_xmpp_proxy_handler(ngx_event_t *rev);
+ngx_int_t ngx_mail_xmpp_parse_upstream(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx, ngx_buf_t *b);
+
+u_char *ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src);
+size_t ngx_mail_xmpp_escaped_len(ngx_str_t *src);
+ngx_int_t ngx_mail_xmpp_stream_error(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_uint_t err);
+ngx_int_t ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_uint_t cond, ngx_str_t *text);
+
+
+extern ngx_module_t  ngx_mail_xmpp_module;
+
+
+#endif /* _NGX_MAIL_XMPP_MODULE_H_INCLUDED_ */

@@ -1,0 +1,1119 @@
+
+/*
+ * Copyright (C) nginx-xmpp contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_mail.h>
+#include <ngx_mail_xmpp_module.h>
+
+
+/*
+ * The client side of an XMPP stream up to authentication is a short
+ * sequence of "commands": the stream header, <starttls/>, <auth/>,
+ * <response/>, <abort/> and the closing </stream:stream>.  The parser
+ * below recognizes exactly these, one character at a time, and rejects
+ * everything else with the stream error RFC 6120 asks for.  It is not
+ * a general XML parser: it only knows enough XML (attributes in any
+ * order and with either quote, namespace declarations, predefined and
+ * numeric entities, UTF-8) to read what real clients send.
+ */
+
+
+#define NGX_XMPP_NS_NONE     0
+#define NGX_XMPP_NS_STREAMS  1
+#define NGX_XMPP_NS_CLIENT   2
+#define NGX_XMPP_NS_SERVER   3
+#define NGX_XMPP_NS_TLS      4
+#define NGX_XMPP_NS_SASL     5
+#define NGX_XMPP_NS_OTHER    6
+
+
+#define NGX_XMPP_EL_NONE        0
+#define NGX_XMPP_EL_DECL        1
+#define NGX_XMPP_EL_STREAM      2
+#define NGX_XMPP_EL_STREAM_END  3
+#define NGX_XMPP_EL_STARTTLS    4
+#define NGX_XMPP_EL_AUTH        5
+#define NGX_XMPP_EL_RESPONSE    6
+#define NGX_XMPP_EL_ABORT       7
+#define NGX_XMPP_EL_CHILD       8    /* start tag inside the stream */
+
+
+#define NGX_XMPP_AT_NONE     0
+#define NGX_XMPP_AT_TO       1
+#define NGX_XMPP_AT_VERSION  2
+#define NGX_XMPP_AT_XMLNS    3
+#define NGX_XMPP_AT_PREFIX   4
+#define NGX_XMPP_AT_MECH     5
+#define NGX_XMPP_AT_ENCODING 6
+#define NGX_XMPP_AT_OTHER    7
+
+
+#define NGX_XMPP_MECH_LEN    20
+
+
+static ngx_uint_t ngx_mail_xmpp_namespace(u_char *value, size_t len);
+static ngx_int_t ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx);
+static ngx_int_t ngx_mail_xmpp_attr_value(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx);
+static ngx_int_t ngx_mail_xmpp_entity(ngx_mail_xmpp_ctx_t *ctx, u_char *buf,
+    size_t *len);
+static ngx_int_t ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx);
+static ngx_uint_t ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx);
+
+
+static ngx_str_t  ngx_mail_xmpp_namespaces[] = {
+    ngx_null_string,
+    ngx_string("http://etherx.jabber.org/streams"),
+    ngx_string("jabber:client"),
+    ngx_string("jabber:server"),
+    ngx_string("urn:ietf:params:xml:ns:xmpp-tls"),
+    ngx_string("urn:ietf:params:xml:ns:xmpp-sasl"),
+};
+
+
+#define ngx_xmpp_name_char(ch)                                               \
+    ((((ch) | 0x20) >= 'a' && ((ch) | 0x20) <= 'z')                          \
+     || ((ch) >= '0' && (ch) <= '9')                                          \
+     || (ch) == '-' || (ch) == '_' || (ch) == '.' || (ch) == ':'              \
+     || (ch) >= 0x80)
+
+#define ngx_xmpp_name_start(ch)                                              \
+    ((((ch) | 0x20) >= 'a' && ((ch) | 0x20) <= 'z')                          \
+     || (ch) == '_' || (ch) >= 0x80)
+
+#define ngx_xmpp_space(ch)                                                   \
+    ((ch) == ' ' || (ch) == '\t' || (ch) == CR || (ch) == LF)
+
+#define ngx_xmpp_base64(ch)                                                  \
+    ((((ch) | 0x20) >= 'a' && ((ch) | 0x20) <= 'z')                          \
+     || ((ch) >= '0' && (ch) <= '9')                                          \
+     || (ch) == '+' || (ch) == '/' || (ch) == '=')
+
+
+ngx_int_t
+ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
+{
+    u_char                ch, *p, *target;
+    size_t                target_len;
+    ngx_int_t             rc;
+    ngx_uint_t            err;
+    ngx_mail_xmpp_ctx_t  *ctx;
+    enum {
+        sw_start = 0,
+        sw_lt,
+        sw_pi_name,
+        sw_name,
+        sw_attrs,
+        sw_attr_name,
+        sw_attr_eq,
+        sw_attr_quote,
+        sw_attr_value,
+        sw_attr_entity,
+        sw_empty,
+        sw_decl_end,
+        sw_content,
+        sw_text,
+        sw_content_lt,
+        sw_end_name,
+        sw_end_space
+    } state;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    state = s->state;
+
+    for (p = s->buffer->pos; p < s->buffer->last; p++) {
+        ch = *p;
+
+        /* UTF-8 and XML character validation of every byte */
+
+        if (ctx->utf8) {
+            if (ch < ctx->utf8_min || ch > ctx->utf8_max) {
+                goto not_well_formed;
+            }
+
+            ctx->utf8--;
+            ctx->utf8_min = 0x80;
+            ctx->utf8_max = 0xbf;
+
+        } else if (ch >= 0x80) {
+
+            ctx->utf8_min = 0x80;
+            ctx->utf8_max = 0xbf;
+
+            if (ch < 0xc2) {
+                goto not_well_formed;
+
+            } else if (ch < 0xe0) {
+                ctx->utf8 = 1;
+
+            } else if (ch < 0xf0) {
+                ctx->utf8 = 2;
+
+                if (ch == 0xe0) {
+                    ctx->utf8_min = 0xa0;
+
+                } else if (ch == 0xed) {
+                    ctx->utf8_max = 0x9f;
+                }
+
+            } else if (ch < 0xf5) {
+                ctx->utf8 = 3;
+
+                if (ch == 0xf0) {
+                    ctx->utf8_min = 0x90;
+
+                } else if (ch == 0xf4) {
+                    ctx->utf8_max = 0x8f;
+                }
+
+            } else {
+                goto not_well_formed;
+            }
+
+        } else if (ch < 0x20 && ch != '\t' && ch != CR && ch != LF) {
+            goto not_well_formed;
+        }
+
+        switch (state) {
+
+        /* between elements */
+        case sw_start:
+
+            if (ngx_xmpp_space(ch)) {
+                break;
+            }
+
+            if (ch == '<') {
+                state = sw_lt;
+                break;
+            }
+
+            if (ctx->stream) {
+                err = NGX_XMPP_ERR_BAD_FORMAT;
+                goto invalid;
+            }
+
+            goto not_well_formed;
+
+        case sw_lt:
+
+            ctx->name_len = 0;
+            ctx->prefix_len = 0;
+            ctx->elem_ns = NGX_XMPP_NS_NONE;
+            ctx->default_ns = NGX_XMPP_NS_NONE;
+            ctx->empty = 0;
+            ctx->has_version = 0;
+            ctx->has_to = 0;
+            ctx->has_mech = 0;
+            ctx->bad_text = 0;
+            ctx->mech.len = 0;
+
+            if (ch == '?') {
+                if (ctx->stream || ctx->decl) {
+                    err = NGX_XMPP_ERR_RESTRICTED_XML;
+                    goto invalid;
+                }
+
+                ctx->element = NGX_XMPP_EL_DECL;
+                state = sw_pi_name;
+                break;
+            }
+
+            if (ch == '!') {
+                err = NGX_XMPP_ERR_RESTRICTED_XML;
+                goto invalid;
+            }
+
+            if (ch == '/') {
+                if (!ctx->stream) {
+                    goto not_well_formed;
+                }
+
+                ctx->element = NGX_XMPP_EL_STREAM_END;
+                ctx->end_len = 0;
+                state = sw_end_name;
+                break;
+            }
+
+            if (ngx_xmpp_name_start(ch)) {
+                ctx->element = ctx->stream ? NGX_XMPP_EL_CHILD
+                                           : NGX_XMPP_EL_STREAM;
+                ctx->name[ctx->name_len++] = ch;
+                state = sw_name;
+                break;
+            }
+
+            goto not_well_formed;
+
+        case sw_pi_name:
+
+            if (ngx_xmpp_name_char(ch)) {
+                if (ctx->name_len == 3) {
+                    err = NGX_XMPP_ERR_RESTRICTED_XML;
+                    goto invalid;
+                }
+
+                ctx->name[ctx->name_len++] = ch;
+                break;
+            }
+
+            if (ngx_xmpp_space(ch)
+                && ctx->name_len == 3
+                && ngx_strncmp(ctx->name, "xml", 3) == 0)
+            {
+                state = sw_attrs;
+                break;
+            }
+
+            if (ctx->name_len == 0) {
+                goto not_well_formed;
+            }
+
+            err = NGX_XMPP_ERR_RESTRICTED_XML;
+            goto invalid;
+
+        case sw_name:
+
+            if (ngx_xmpp_name_char(ch)) {
+                if (ctx->name_len == NGX_MAIL_XMPP_NAME_LEN) {
+                    err = ctx->stream ? NGX_XMPP_ERR_NOT_AUTHORIZED
+                                      : NGX_XMPP_ERR_POLICY_VIOLATION;
+                    goto invalid;
+                }
+
+                if (ch == ':') {
+                    if (ctx->prefix_len) {
+                        goto not_well_formed;
+                    }
+
+                    ctx->prefix_len = ctx->name_len;
+                }
+
+                ctx->name[ctx->name_len++] = ch;
+                break;
+            }
+
+            if (ngx_xmpp_space(ch)) {
+                state = sw_attrs;
+                break;
+            }
+
+            if (ch == '/') {
+                state = sw_empty;
+                break;
+            }
+
+            if (ch == '>') {
+                goto start_tag;
+            }
+
+            goto not_well_formed;
+
+        case sw_attrs:
+
+            if (ngx_xmpp_space(ch)) {
+                break;
+            }
+
+            if (ch == '/' && ctx->element != NGX_XMPP_EL_DECL) {
+                state = sw_empty;
+                break;
+            }
+
+            if (ch == '?' && ctx->element == NGX_XMPP_EL_DECL) {
+                state = sw_decl_end;
+                break;
+            }
+
+            if (ch == '>' && ctx->element != NGX_XMPP_EL_DECL) {
+                goto start_tag;
+            }
+
+            if (ngx_xmpp_name_start(ch)) {
+                ctx->attr_len = 0;
+                ctx->attr_name[ctx->attr_len++] = ch;
+                state = sw_attr_name;
+                break;
+            }
+
+            goto not_well_formed;
+
+        case sw_attr_name:
+
+            if (ngx_xmpp_name_char(ch)) {
+                if (ctx->attr_len < NGX_MAIL_XMPP_NAME_LEN) {
+                    ctx->attr_name[ctx->attr_len] = ch;
+                }
+
+                /* an overlong name is kept as "too long": never ours */
+                ctx->attr_len++;
+                break;
+            }
+
+            if (ngx_xmpp_space(ch)) {
+                state = sw_attr_eq;
+                break;
+            }
+
+            if (ch == '=') {
+                state = sw_attr_quote;
+                break;
+            }
+
+            goto not_well_formed;
+
+        case sw_attr_eq:
+
+            if (ngx_xmpp_space(ch)) {
+                break;
+            }
+
+            if (ch == '=') {
+                state = sw_attr_quote;
+                break;
+            }
+
+            goto not_well_formed;
+
+        case sw_attr_quote:
+
+            if (ngx_xmpp_space(ch)) {
+                break;
+            }
+
+            if (ch == '\'' || ch == '"') {
+                rc = ngx_mail_xmpp_attr_name(ctx);
+
+                if (rc != NGX_OK) {
+                    err = (ngx_uint_t) rc;
+                    goto invalid;
+                }
+
+                ctx->quote = ch;
+                ctx->value_len = 0;
+                state = sw_attr_value;
+                break;
+            }
+
+            goto not_well_formed;
+
+        case sw_attr_value:
+
+            if (ch == ctx->quote) {
+                rc = ngx_mail_xmpp_attr_value(s, ctx);
+
+                if (rc == NGX_ERROR) {
+                    return NGX_ERROR;
+                }
+
+                if (rc != NGX_OK) {
+                    err = (ngx_uint_t) rc;
+                    goto invalid;
+                }
+
+                state = sw_attrs;
+                break;
+            }
+
+            if (ch == '<') {
+                goto not_well_formed;
+            }
+
+            if (ch == '&') {
+                ctx->entity_len = 0;
+                state = sw_attr_entity;
+                break;
+            }
+
+            if (ctx->attr == NGX_XMPP_AT_NONE) {
+                break;
+            }
+
+            if (ctx->value_len == NGX_MAIL_XMPP_VALUE_LEN) {
+                err = NGX_XMPP_ERR_POLICY_VIOLATION;
+                goto invalid;
+            }
+
+            /* attribute value normalization, XML 1.0 section 3.3.3 */
+
+            ctx->value[ctx->value_len++] = ngx_xmpp_space(ch) ? ' ' : ch;
+            break;
+
+        case sw_attr_entity:
+
+            if (ch == ';') {
+                if (ngx_mail_xmpp_entity(ctx, ctx->value, &ctx->value_len)
+                    != NGX_OK)
+                {
+                    goto not_well_formed;
+                }
+
+                state = sw_attr_value;
+                break;
+            }
+
+            if (ctx->entity_len == NGX_MAIL_XMPP_ENTITY_LEN
+                || !(ngx_xmpp_name_char(ch) || ch == '#'))
+            {
+                goto not_well_formed;
+            }
+
+            ctx->entity[ctx->entity_len++] = ch;
+            break;
+
+        case sw_empty:
+
+            if (ch != '>') {
+                goto not_well_formed;
+            }
+
+            ctx->empty = 1;
+            goto start_tag;
+
+        case sw_decl_end:
+
+            if (ch != '>') {
+                goto not_well_formed;
+            }
+
+            if (ctx->bad_text) {
+                err = NGX_XMPP_ERR_UNSUPPORTED_ENCODING;
+                goto invalid;
+            }
+
+            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                           "xmpp xml declaration");
+
+            ctx->decl = 1;
+            ctx->element = NGX_XMPP_EL_NONE;
+            state = sw_start;
+            break;
+
+        /* inside <starttls> or <abort>: only whitespace */
+        case sw_content:
+
+            if (ngx_xmpp_space(ch)) {
+                break;
+            }
+
+            if (ch == '<') {
+                state = sw_content_lt;
+                break;
+            }
+
+            err = NGX_XMPP_ERR_BAD_FORMAT;
+            goto invalid;
+
+        /* inside <auth> or <response>: base64 */
+        case sw_text:
+
+            if (ch == '<') {
+                ctx->text_end = p;
+                state = sw_content_lt;
+                break;
+            }
+
+            if (!ngx_xmpp_base64(ch)) {
+                ctx->bad_text = 1;
+            }
+
+            break;
+
+        case sw_content_lt:
+
+            if (ch != '/') {
+                err = NGX_XMPP_ERR_BAD_FORMAT;
+                goto invalid;
+            }
+
+            ctx->end_len = 0;
+            state = sw_end_name;
+            break;
+
+        case sw_end_name:
+
+            if (ctx->element == NGX_XMPP_EL_STREAM_END) {
+                target = ctx->stream_name;
+                target_len = ctx->stream_name_len;
+
+            } else {
+                target = ctx->name;
+                target_len = ctx->name_len;
+            }
+
+            if (ngx_xmpp_name_char(ch)) {
+                if (ctx->end_len == target_len
+                    || target[ctx->end_len] != ch)
+                {
+                    goto not_well_formed;
+                }
+
+                ctx->end_len++;
+                break;
+            }
+
+            if (ctx->end_len != target_len) {
+                goto not_well_formed;
+            }
+
+            if (ngx_xmpp_space(ch)) {
+                state = sw_end_space;
+                break;
+            }
+
+            if (ch == '>') {
+                goto done;
+            }
+
+            goto not_well_formed;
+
+        case sw_end_space:
+
+            if (ngx_xmpp_space(ch)) {
+                break;
+            }
+
+            if (ch == '>') {
+                goto done;
+            }
+
+            goto not_well_formed;
+        }
+
+        continue;
+
+    start_tag:
+
+        rc = ngx_mail_xmpp_start_tag(ctx);
+
+        if (rc != NGX_OK) {
+            err = (ngx_uint_t) rc;
+            goto invalid;
+        }
+
+        switch (ctx->element) {
+
+        case NGX_XMPP_EL_STREAM:
+
+            if (ctx->empty) {
+                err = NGX_XMPP_ERR_BAD_FORMAT;
+                goto invalid;
+            }
+
+            err = ngx_mail_xmpp_check_stream(ctx);
+
+            if (err != NGX_XMPP_ERR_NONE) {
+                goto invalid;
+            }
+
+            ngx_memcpy(ctx->stream_name, ctx->name, ctx->name_len);
+            ctx->stream_name_len = ctx->name_len;
+
+            goto done;
+
+        case NGX_XMPP_EL_AUTH:
+        case NGX_XMPP_EL_RESPONSE:
+
+            if (ctx->empty) {
+                ctx->text_start = NULL;
+                ctx->text_end = NULL;
+                goto done;
+            }
+
+            ctx->text_start = p + 1;
+            state = sw_text;
+            continue;
+
+        default: /* NGX_XMPP_EL_STARTTLS, NGX_XMPP_EL_ABORT */
+
+            if (ctx->empty) {
+                goto done;
+            }
+
+            state = sw_content;
+            continue;
+        }
+    }
+
+    s->buffer->pos = p;
+    s->state = state;
+
+    if (state == sw_start && !ctx->utf8) {
+
+        /* nothing but whitespace: discard it, keepalives are unbounded */
+
+        s->buffer->pos = s->buffer->start;
+        s->buffer->last = s->buffer->start;
+    }
+
+    return NGX_AGAIN;
+
+done:
+
+    switch (ctx->element) {
+
+    case NGX_XMPP_EL_STREAM:
+        s->command = NGX_XMPP_STREAM;
+        break;
+
+    case NGX_XMPP_EL_STREAM_END:
+        s->command = NGX_XMPP_STREAM_END;
+        break;
+
+    case NGX_XMPP_EL_STARTTLS:
+        s->command = NGX_XMPP_STARTTLS;
+        break;
+
+    case NGX_XMPP_EL_AUTH:
+        s->command = NGX_XMPP_AUTH;
+        break;
+
+    case NGX_XMPP_EL_RESPONSE:
+        s->command = NGX_XMPP_RESPONSE;
+        break;
+
+    default: /* NGX_XMPP_EL_ABORT */
+        s->command = NGX_XMPP_ABORT;
+        break;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "xmpp command: %ui", s->command);
+
+    s->buffer->pos = p + 1;
+    s->state = sw_start;
+    ctx->element = NGX_XMPP_EL_NONE;
+
+    return NGX_OK;
+
+not_well_formed:
+
+    err = NGX_XMPP_ERR_NOT_WELL_FORMED;
+
+invalid:
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
+                   "xmpp invalid input in state %d, error %ui", state, err);
+
+    ctx->error = err;
+    ctx->element = NGX_XMPP_EL_NONE;
+    ctx->utf8 = 0;
+
+    s->state = sw_start;
+    s->buffer->pos = s->buffer->last;
+
+    return NGX_MAIL_PARSE_INVALID_COMMAND;
+}
+
+
+static ngx_uint_t
+ngx_mail_xmpp_namespace(u_char *value, size_t len)
+{
+    ngx_uint_t  i;
+
+    for (i = NGX_XMPP_NS_STREAMS; i < NGX_XMPP_NS_OTHER; i++) {
+        if (len == ngx_mail_xmpp_namespaces[i].len
+            && ngx_strncmp(value, ngx_mail_xmpp_namespaces[i].data, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_XMPP_NS_OTHER;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
+{
+    u_char  *name;
+    size_t   len;
+
+    name = ctx->attr_name;
+    len = ctx->attr_len;
+
+    ctx->attr = NGX_XMPP_AT_NONE;
+
+    if (len > NGX_MAIL_XMPP_NAME_LEN) {
+        return NGX_OK;
+    }
+
+    if (len == 5 && ngx_strncmp(name, "xmlns", 5) == 0) {
+        ctx->attr = NGX_XMPP_AT_XMLNS;
+        return NGX_OK;
+    }
+
+    if (len > 6 && ngx_strncmp(name, "xmlns:", 6) == 0) {
+
+        if (ctx->prefix_len == len - 6
+            && ngx_strncmp(name + 6, ctx->name, ctx->prefix_len) == 0)
+        {
+            ctx->attr = NGX_XMPP_AT_PREFIX;
+        }
+
+        return NGX_OK;
+    }
+
+    switch (ctx->element) {
+
+    case NGX_XMPP_EL_DECL:
+
+        if (len == 8 && ngx_strncmp(name, "encoding", 8) == 0) {
+            ctx->attr = NGX_XMPP_AT_ENCODING;
+        }
+
+        break;
+
+    case NGX_XMPP_EL_STREAM:
+
+        if (len == 2 && name[0] == 't' && name[1] == 'o') {
+            if (ctx->has_to) {
+                return NGX_XMPP_ERR_NOT_WELL_FORMED;
+            }
+
+            ctx->has_to = 1;
+            ctx->attr = NGX_XMPP_AT_TO;
+
+        } else if (len == 7 && ngx_strncmp(name, "version", 7) == 0) {
+            if (ctx->has_version) {
+                return NGX_XMPP_ERR_NOT_WELL_FORMED;
+            }
+
+            ctx->has_version = 1;
+            ctx->attr = NGX_XMPP_AT_VERSION;
+        }
+
+        break;
+
+    case NGX_XMPP_EL_CHILD:
+
+        if (len == 9 && ngx_strncmp(name, "mechanism", 9) == 0) {
+            if (ctx->has_mech) {
+                return NGX_XMPP_ERR_NOT_WELL_FORMED;
+            }
+
+            ctx->has_mech = 1;
+            ctx->attr = NGX_XMPP_AT_MECH;
+        }
+
+        break;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
+{
+    u_char  *p;
+
+    switch (ctx->attr) {
+
+    case NGX_XMPP_AT_XMLNS:
+        ctx->default_ns = ngx_mail_xmpp_namespace(ctx->value, ctx->value_len);
+        break;
+
+    case NGX_XMPP_AT_PREFIX:
+        ctx->elem_ns = ngx_mail_xmpp_namespace(ctx->value, ctx->value_len);
+        break;
+
+    case NGX_XMPP_AT_ENCODING:
+
+        if (!(ctx->value_len == 5
+              && ngx_strncasecmp(ctx->value, (u_char *) "utf-8", 5) == 0)
+            && !(ctx->value_len == 4
+                 && ngx_strncasecmp(ctx->value, (u_char *) "utf8", 4) == 0))
+        {
+            /* reported at the end of the declaration */
+            ctx->bad_text = 1;
+        }
+
+        break;
+
+    case NGX_XMPP_AT_TO:
+
+        p = ngx_pnalloc(s->connection->pool, ctx->value_len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, ctx->value, ctx->value_len);
+
+        ctx->host.len = ctx->value_len;
+        ctx->host.data = p;
+        break;
+
+    case NGX_XMPP_AT_VERSION:
+
+        if (ctx->value_len > 16) {
+            return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
+        }
+
+        p = ngx_pnalloc(s->connection->pool, ctx->value_len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, ctx->value, ctx->value_len);
+
+        ctx->version.len = ctx->value_len;
+        ctx->version.data = p;
+        break;
+
+    case NGX_XMPP_AT_MECH:
+
+        if (ctx->value_len > NGX_XMPP_MECH_LEN) {
+            ctx->mech.len = 0;
+            break;
+        }
+
+        p = ngx_pnalloc(s->connection->pool, ctx->value_len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, ctx->value, ctx->value_len);
+
+        ctx->mech.len = ctx->value_len;
+        ctx->mech.data = p;
+        break;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_entity(ngx_mail_xmpp_ctx_t *ctx, u_char *buf, size_t *len)
+{
+    u_char      *e, tmp[4], *p;
+    size_t       n;
+    uint32_t     cp;
+    ngx_uint_t   i, hex;
+
+    e = ctx->entity;
+    n = ctx->entity_len;
+
+    if (n == 2 && e[0] == 'l' && e[1] == 't') {
+        cp = '<';
+
+    } else if (n == 2 && e[0] == 'g' && e[1] == 't') {
+        cp = '>';
+
+    } else if (n == 3 && ngx_strncmp(e, "amp", 3) == 0) {
+        cp = '&';
+
+    } else if (n == 4 && ngx_strncmp(e, "quot", 4) == 0) {
+        cp = '"';
+
+    } else if (n == 4 && ngx_strncmp(e, "apos", 4) == 0) {
+        cp = '\'';
+
+    } else if (n > 1 && e[0] == '#') {
+
+        hex = (e[1] == 'x');
+        i = hex ? 2 : 1;
+
+        if (i == n) {
+            return NGX_ERROR;
+        }
+
+        cp = 0;
+
+        for ( /* void */ ; i < n; i++) {
+
+            if (cp > 0x10ffff) {
+                return NGX_ERROR;
+            }
+
+            if (e[i] >= '0' && e[i] <= '9') {
+                cp = cp * (hex ? 16 : 10) + (e[i] - '0');
+
+            } else if (hex && (e[i] | 0x20) >= 'a' && (e[i] | 0x20) <= 'f') {
+                cp = cp * 16 + ((e[i] | 0x20) - 'a' + 10);
+
+            } else {
+                return NGX_ERROR;
+            }
+        }
+
+        /* Char production, XML 1.0 section 2.2 */
+
+        if (!(cp == 0x9 || cp == 0xa || cp == 0xd
+              || (cp >= 0x20 && cp <= 0xd7ff)
+              || (cp >= 0xe000 && cp <= 0xfffd)
+              || (cp >= 0x10000 && cp <= 0x10ffff)))
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    p = tmp;
+
+    if (cp < 0x80) {
+        *p++ = (u_char) cp;
+
+    } else if (cp < 0x800) {
+        *p++ = (u_char) (0xc0 | (cp >> 6));
+        *p++ = (u_char) (0x80 | (cp & 0x3f));
+
+    } else if (cp < 0x10000) {
+        *p++ = (u_char) (0xe0 | (cp >> 12));
+        *p++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
+        *p++ = (u_char) (0x80 | (cp & 0x3f));
+
+    } else {
+        *p++ = (u_char) (0xf0 | (cp >> 18));
+        *p++ = (u_char) (0x80 | ((cp >> 12) & 0x3f));
+        *p++ = (u_char) (0x80 | ((cp >> 6) & 0x3f));
+        *p++ = (u_char) (0x80 | (cp & 0x3f));
+    }
+
+    if (ctx->attr == NGX_XMPP_AT_NONE) {
+        return NGX_OK;
+    }
+
+    n = p - tmp;
+
+    if (*len + n > NGX_MAIL_XMPP_VALUE_LEN) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(buf + *len, tmp, n);
+    *len += n;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
+{
+    u_char      *local;
+    size_t       len;
+    ngx_uint_t   ns;
+
+    if (ctx->element != NGX_XMPP_EL_CHILD) {
+        return NGX_OK;
+    }
+
+    if (ctx->prefix_len) {
+        local = ctx->name + ctx->prefix_len + 1;
+        len = ctx->name_len - ctx->prefix_len - 1;
+        ns = ctx->elem_ns;
+
+    } else {
+        local = ctx->name;
+        len = ctx->name_len;
+        ns = ctx->default_ns;
+    }
+
+    if (ns == NGX_XMPP_NS_TLS
+        && len == 8 && ngx_strncmp(local, "starttls", 8) == 0)
+    {
+        ctx->element = NGX_XMPP_EL_STARTTLS;
+        return NGX_OK;
+    }
+
+    if (ns == NGX_XMPP_NS_SASL) {
+
+        if (len == 4 && ngx_strncmp(local, "auth", 4) == 0) {
+            ctx->element = NGX_XMPP_EL_AUTH;
+            return NGX_OK;
+        }
+
+        if (len == 8 && ngx_strncmp(local, "response", 8) == 0) {
+            ctx->element = NGX_XMPP_EL_RESPONSE;
+            return NGX_OK;
+        }
+
+        if (len == 5 && ngx_strncmp(local, "abort", 5) == 0) {
+            ctx->element = NGX_XMPP_EL_ABORT;
+            return NGX_OK;
+        }
+    }
+
+    /* a stanza or any other element before authentication */
+
+    return NGX_XMPP_ERR_NOT_AUTHORIZED;
+}
+
+
+static ngx_uint_t
+ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
+{
+    u_char      *p, *last, *local;
+    size_t       len;
+    ngx_uint_t   major, digits;
+
+    if (ctx->prefix_len) {
+        local = ctx->name + ctx->prefix_len + 1;
+        len = ctx->name_len - ctx->prefix_len - 1;
+
+        if (ctx->elem_ns != NGX_XMPP_NS_STREAMS
+            || ctx->default_ns != NGX_XMPP_NS_CLIENT)
+        {
+            return NGX_XMPP_ERR_INVALID_NAMESPACE;
+        }
+
+    } else {
+        local = ctx->name;
+        len = ctx->name_len;
+
+        if (ctx->default_ns != NGX_XMPP_NS_STREAMS) {
+            return NGX_XMPP_ERR_INVALID_NAMESPACE;
+        }
+    }
+
+    if (len != 6 || ngx_strncmp(local, "stream", 6) != 0) {
+        return NGX_XMPP_ERR_INVALID_NAMESPACE;
+    }
+
+    /* version: "1.0" or later, RFC 6120 section 4.7.5 */
+
+    if (!ctx->has_version) {
+        return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
+    }
+
+    p = ctx->version.data;
+    last = p + ctx->version.len;
+    major = 0;
+    digits = 0;
+
+    while (p < last && *p >= '0' && *p <= '9') {
+        major = major * 10 + (*p++ - '0');
+        digits++;
+    }
+
+    if (digits == 0 || digits > 8 || p == last || *p++ != '.' || p == last) {
+        return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
+    }
+
+    while (p < last) {
+        if (*p < '0' || *p > '9') {
+            return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
+        }
+
+        p++;
+    }
+
+    if (major < 1) {
+        return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
+    }
+
+    if (!ctx->has_to || ctx->host.len == 0) {
+        return NGX_XMPP_ERR_HOST_UNKNOWN;
+    }
+
+    return NGX_XMPP_ERR_NONE;
+}
