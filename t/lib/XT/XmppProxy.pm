@@ -1,0 +1,97 @@
+package XT::XmppProxy;
+
+# The usual setup of an XMPP test: nginx with an XMPP mail server on
+# %%PORT_5222%% (STARTTLS) and %%PORT_5223%% (direct TLS), and an auth_http
+# endpoint served by an http block of the same nginx on %%PORT_8081%%.
+#
+#   my $conf = XT::XmppProxy::conf(
+#       backend  => $prosody->port,      # Auth-Port for everybody
+#       starttls => 'only',              # on | only | off
+#       mail     => 'max_errors 3;',     # extra lines in the mail server
+#       auth     => '...',               # extra lines in location /auth
+#       http     => '...',               # extra lines in the http block
+#   );
+#   $t->write_file_expand('nginx.conf', $conf);
+#
+# The auth endpoint says OK to every login and sends it to the backend,
+# which checks the password; a password "wrong-pw" is refused by the auth
+# endpoint itself with Auth-Status "Invalid login or password".  Every
+# request is logged in auth.log as the values of its headers, separated
+# by "|":  method user pass protocol attempt client-ip ssl salt.
+# The certificate is TESTDIR/xmpp.crt for example.com (gen_cert called).
+
+use strict;
+use warnings;
+
+sub conf {
+    my (%o) = @_;
+
+    my $starttls = $o{starttls} // 'only';
+    my $mail = $o{mail} // '';
+    my $auth = $o{auth} // '';
+    my $http = $o{http} // '';
+    my $backend = $o{backend} // die "XT::XmppProxy: backend port needed\n";
+
+    return <<"EOF";
+%%TEST_GLOBALS%%
+
+events {
+}
+
+http {
+    log_format auth '\$http_auth_method|\$http_auth_user|\$http_auth_pass|'
+                    '\$http_auth_protocol|\$http_auth_login_attempt|'
+                    '\$http_client_ip|\$http_auth_ssl|\$http_auth_salt';
+
+    map \$http_auth_pass \$xt_status {
+        "wrong-pw"  "Invalid login or password";
+        default     OK;
+    }
+
+$http
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        access_log %%TESTDIR%%/auth.log auth;
+
+        location = /auth {
+$auth
+            add_header Auth-Status \$xt_status;
+            add_header Auth-Server 127.0.0.1;
+            add_header Auth-Port $backend;
+            return 204;
+        }
+    }
+}
+
+mail {
+    auth_http 127.0.0.1:%%PORT_8081%%/auth;
+    server_name proxy.test;
+
+    ssl_certificate %%TESTDIR%%/xmpp.crt;
+    ssl_certificate_key %%TESTDIR%%/xmpp.key;
+
+    server {
+        listen 127.0.0.1:%%PORT_5222%%;
+        protocol xmpp;
+        starttls $starttls;
+$mail
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_5223%% ssl;
+        protocol xmpp;
+$mail
+    }
+}
+EOF
+}
+
+# auth_log($t): the auth requests as array refs of header values
+sub auth_log {
+    my ($t) = @_;
+    my $log = eval { $t->read_file('auth.log') } // '';
+    return map { [ split /\|/, $_, -1 ] } split /\n/, $log;
+}
+
+1;
