@@ -15,7 +15,10 @@ package XT::XmppProxy;
 #
 # The auth endpoint says OK to every login and sends it to the backend,
 # which checks the password; a password "wrong-pw" is refused by the auth
-# endpoint itself with Auth-Status "Invalid login or password".  Every
+# endpoint itself with Auth-Status "Invalid login or password", "wait-pw"
+# with Auth-Wait 1 and Auth-Error-Code "454 4.7.0", "disabled-pw" with
+# Auth-Error-Code "account-disabled".  "backend" may be an nginx variable
+# (defined with "http") to route users to different ports.  Every
 # request is logged in auth.log as the values of its headers, separated
 # by "|":  method user pass protocol attempt client-ip ssl salt.
 # The certificate is TESTDIR/xmpp.crt for example.com (gen_cert called).
@@ -44,8 +47,21 @@ http {
                     '\$http_client_ip|\$http_auth_ssl|\$http_auth_salt';
 
     map \$http_auth_pass \$xt_status {
-        "wrong-pw"  "Invalid login or password";
-        default     OK;
+        "wrong-pw"     "Invalid login or password";
+        "wait-pw"      "Try again later";
+        "disabled-pw"  "Account disabled";
+        default        OK;
+    }
+
+    map \$http_auth_pass \$xt_wait {
+        "wait-pw"      1;
+        default        "";
+    }
+
+    map \$http_auth_pass \$xt_code {
+        "wait-pw"      "454 4.7.0";
+        "disabled-pw"  "account-disabled";
+        default        "";
     }
 
 $http
@@ -57,6 +73,8 @@ $http
         location = /auth {
 $auth
             add_header Auth-Status \$xt_status;
+            add_header Auth-Wait \$xt_wait;
+            add_header Auth-Error-Code \$xt_code;
             add_header Auth-Server 127.0.0.1;
             add_header Auth-Port $backend;
             return 204;
