@@ -1,0 +1,49 @@
+#!/usr/bin/perl
+
+# The README's run command: auto/run starts nginx, its auth endpoint and a
+# local Prosody with demo users; --smoke logs both demo users in through
+# nginx with slixmpp and exchanges a message.  Runs on free ports so it
+# does not collide with a running auto/run or other tests.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use File::Temp qw(tempdir);
+use Test::More;
+
+use XT::Nginx qw(free_port);
+use XT::Slixmpp;
+
+my $root = XT::Nginx::repo_root();
+
+plan(skip_all => 'prosody missing') unless -x '/usr/bin/prosody';
+plan(skip_all => 'slixmpp missing') unless XT::Slixmpp::has_slixmpp();
+plan(skip_all => 'TEST_NGINX_BINARY is not an auto/build tree')
+    if $ENV{TEST_NGINX_BINARY} && $ENV{TEST_NGINX_BINARY} =~ /-asan|-noxmpp/;
+
+plan(tests => 3);
+
+my $dir = tempdir('xt-run-XXXXXXXX', TMPDIR => 1,
+    CLEANUP => !$ENV{TEST_NGINX_LEAVE});
+
+local $ENV{XMPP_RUN_DIR} = $dir;
+local $ENV{XMPP_PORT} = free_port();
+local $ENV{XMPP_TLS_PORT} = free_port();
+local $ENV{XMPP_AUTH_PORT} = free_port();
+local $ENV{XMPP_BACKEND_PORT} = free_port();
+
+my @cmd = ("$root/auto/run", '--smoke');
+push @cmd, $ENV{TEST_NGINX_VERSION} if $ENV{TEST_NGINX_VERSION};
+
+my $out = `@cmd 2>&1`;
+my $rc = $? >> 8;
+
+is($rc, 0, 'auto/run --smoke') or diag($out);
+like($out, qr/smoke test passed/, 'demo users exchanged messages');
+
+open(my $fh, '<', "$dir/logs/error.log");
+my $log = join '', <$fh>;
+unlike($log, qr/\[(alert|emerg)\]|exited on signal/, 'no alerts in error.log');
