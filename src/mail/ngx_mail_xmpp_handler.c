@@ -36,6 +36,8 @@ static u_char  xmpp_tls_failure[] =
     "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>";
 static u_char  xmpp_challenge[] =
     "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+static u_char  xmpp_aborted[] =
+    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><aborted/></failure>";
 static u_char  xmpp_stream_end[] = "</stream:stream>";
 
 static u_char  xmpp_error_start[] = "<stream:error><";
@@ -296,14 +298,10 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
             ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
                            "xmpp client aborted authentication");
 
+            /* not a failed attempt: not counted in max_errors */
+
             s->mail_state = ngx_xmpp_start;
-
-            /* an abort is not an error and is not counted */
-
-            s->out.len = 0;
-            s->errors--;
-            rc = ngx_mail_xmpp_sasl_failure(s, c, NGX_XMPP_SASL_ABORTED,
-                                            NULL);
+            ngx_str_set(&s->out, xmpp_aborted);
             break;
         }
     }

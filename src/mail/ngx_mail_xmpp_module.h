@@ -95,7 +95,6 @@ typedef struct {
     ngx_uint_t              element;
     ngx_uint_t              attr;
     ngx_uint_t              quote;
-    ngx_uint_t              depth;
 
     size_t                  name_len;
     size_t                  prefix_len;
