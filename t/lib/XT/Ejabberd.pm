@@ -1,0 +1,430 @@
+package XT::Ejabberd;
+
+# A private, real ejabberd (Debian's 23.01) for one test file.
+#
+#   my $e = XT::Ejabberd->new(
+#       dir      => $t->testdir . '/ejabberd',  # created; owned by "ejabberd"
+#       domains  => ['e.test'],
+#       users    => [['alice', 'e.test', 'secret'], ...],
+#       proxy_protocol => 0 | 1,  # 1: a second c2s port with
+#                                 #    use_proxy_protocol: true ($e->pp_port)
+#       resume_timeout => 60,     # mod_stream_mgmt (XEP-0198), always on
+#       loglevel => 'info',       # info logs logins with their address
+#       extra    => "yaml appended to ejabberd.yml",
+#       timeout  => 30,
+#   );                            # started, users registered, when new() returns
+#   $e->port;  $e->pp_port;  $e->host;  $e->node;  $e->dir;
+#   $e->ctl(@args)      -> ($exit_code, $output)   (ejabberdctl ARGS)
+#   $e->register($user, $domain, $pass);
+#   $e->sessions($user, $domain)  -> user_sessions_info output
+#   $e->log;            # ejabberd.log so far
+#   $e->stop;  $e->start;  $e->restart;   (stop also on DESTROY / END;
+#                 stop(graceful => 1) lets the VM shut down cleanly)
+#
+# The instance has its own config dir (ejabberd.yml, ejabberdctl.cfg with
+# its own node name, cookie and ERL_DIST_PORT: no epmd is started or
+# used), its own Mnesia spool and log dir.  It is run as
+#
+#   sh -c 'ulimit -n 65536; exec setpriv --reuid=ejabberd ... ejabberdctl
+#       --config-dir D --spool S --logs L foreground'
+#
+# because ejabberdctl switches to the "ejabberd" user anyway when started
+# by root (with su), and that user's open-file limit (1024) is too low for
+# load: the limit is raised (as root) before the switch.  All of DIR is
+# chowned to "ejabberd", which must be able to reach it (the test's temp
+# dir is 0755).
+#
+# The c2s listener is plain TCP on 127.0.0.1 and offers SASL PLAIN without
+# TLS (no certificate is configured, starttls is not required): it is a
+# backend behind nginx, not a server for clients.  Passwords are stored in
+# plain so that PLAIN works with the internal auth backend.  No s2s, http
+# or other listeners; the distribution port listens on 127.0.0.1 only.
+#
+# Not thread-safe across processes with the same dir.  Must run as root
+# (or as the ejabberd user).
+
+use strict;
+use warnings;
+
+use File::Path qw(make_path);
+use POSIX qw(WNOHANG setpgid);
+use Scalar::Util qw(weaken);
+use Time::HiRes qw(sleep time);
+
+use XT::Nginx qw(free_port wait_for_port);
+
+our %LIVE;
+
+our $EJABBERDCTL = '/usr/sbin/ejabberdctl';
+our $USER = 'ejabberd';
+our $NOFILE = 65536;    # or the hard limit, if lower (a container may
+                        # not let even root raise it)
+
+# available(): '' if a private ejabberd can run here, else the reason.
+sub available {
+    return "ejabberd is not installed ($EJABBERDCTL missing; run auto/deps)"
+        unless -x $EJABBERDCTL;
+    return "no system user '$USER'" unless defined getpwnam($USER);
+    my $me = getpwuid($<) // '';
+    return "must run as root or $USER (running as $me)"
+        unless $< == 0 || $me eq $USER;
+    return '';
+}
+
+sub new {
+    my ($class, %o) = @_;
+    my $dir = $o{dir} or die "XT::Ejabberd: dir is required\n";
+    if (my $why = available()) { die "XT::Ejabberd: $why\n" }
+
+    my $self = bless {
+        dir            => $dir,
+        domains        => $o{domains} // ['example.com'],
+        users          => $o{users} // [],
+        proxy_protocol => $o{proxy_protocol} ? 1 : 0,
+        resume_timeout => $o{resume_timeout} // 60,
+        loglevel       => $o{loglevel} // 'info',
+        extra          => $o{extra} // '',
+        timeout        => $o{timeout} // 30,
+        port           => $o{port} // free_port(),
+        dist_port      => free_port(),
+        owner          => $$,
+    }, $class;
+    $self->{pp_port} = $o{pp_port} // free_port() if $self->{proxy_protocol};
+    $self->{node} = "xt$self->{dist_port}\@localhost";
+    $self->{cookie} = join '', map { ('A' .. 'Z')[rand 26] } 1 .. 20;
+
+    make_path("$dir/conf", "$dir/spool", "$dir/logs");
+    $self->_write_config;
+    my ($uid, $gid) = (getpwnam($USER))[2, 3];
+    _chown_r($uid, $gid, $dir);
+
+    $LIVE{"$self"} = $self;
+    weaken($LIVE{"$self"});
+
+    $self->start;
+    $self->register_many(@{ $self->{users} });
+    return $self;
+}
+
+sub port    { $_[0]{port} }
+sub pp_port { $_[0]{pp_port} }
+sub host    { '127.0.0.1' }
+sub node    { $_[0]{node} }
+sub dir     { $_[0]{dir} }
+sub pid     { $_[0]{pid} }
+
+sub _chown_r {
+    my ($uid, $gid, $path) = @_;
+    chown $uid, $gid, $path;
+    if (-d $path) {
+        opendir(my $dh, $path) or return;
+        for my $e (grep { $_ ne '.' && $_ ne '..' } readdir $dh) {
+            _chown_r($uid, $gid, "$path/$e");
+        }
+    }
+}
+
+sub _yaml_str {
+    my ($s) = @_;
+    $s =~ s/(["\\])/\\$1/g;
+    return qq{"$s"};
+}
+
+sub _write_config {
+    my ($self) = @_;
+    my $d = $self->{dir};
+    my $hosts = join '', map { "  - " . _yaml_str($_) . "\n" } @{ $self->{domains} };
+
+    my $listen = <<"EOF";
+  -
+    port: $self->{port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls_required: false
+    max_stanza_size: 262144
+EOF
+    $listen .= <<"EOF" if $self->{proxy_protocol};
+  -
+    port: $self->{pp_port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls_required: false
+    max_stanza_size: 262144
+    use_proxy_protocol: true
+EOF
+
+    my $yml = <<"EOF";
+# written by XT::Ejabberd for one test run
+loglevel: $self->{loglevel}
+log_rotate_count: 0
+hosts:
+$hosts
+listen:
+$listen
+auth_method: internal
+auth_password_format: plain
+disable_sasl_mechanisms:
+  - "digest-md5"
+  - "X-OAUTH2"
+acl:
+  local:
+    user_regexp: ""
+  loopback:
+    ip:
+      - 127.0.0.0/8
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+api_permissions:
+  "console commands":
+    from:
+      - ejabberd_ctl
+    who: all
+    what: "*"
+shaper_rules:
+  max_user_sessions: 1000
+  max_user_offline_messages: 1000
+modules:
+  mod_admin_extra: {}
+  mod_caps: {}
+  mod_disco: {}
+  mod_offline: {}
+  mod_ping: {}
+  mod_roster: {}
+  mod_stream_mgmt:
+    resume_timeout: $self->{resume_timeout}
+EOF
+    $yml .= "\n# extra\n$self->{extra}\n" if length $self->{extra};
+
+    _write("$d/conf/ejabberd.yml", $yml);
+    _write("$d/conf/ejabberdctl.cfg", <<"EOF");
+# written by XT::Ejabberd: a node of its own, no epmd
+ERLANG_NODE=$self->{node}
+ERL_DIST_PORT=$self->{dist_port}
+ERL_OPTIONS="-setcookie $self->{cookie} -kernel inet_dist_use_interface {127,0,0,1}"
+EJABBERD_BYPASS_WARNINGS=true
+EOF
+    # "localhost" must resolve without DNS: the node name is NAME@localhost
+    _write("$d/conf/inetrc", <<'EOF');
+{lookup,["file","native"]}.
+{host,{127,0,0,1}, ["localhost"]}.
+{file, resolv, "/etc/resolv.conf"}.
+EOF
+}
+
+sub _write {
+    my ($path, $content) = @_;
+    open(my $fh, '>', $path) or die "XT::Ejabberd: cannot write $path: $!\n";
+    print $fh $content;
+    close $fh or die "XT::Ejabberd: cannot write $path: $!\n";
+}
+
+sub _ctl_cmd {
+    my ($self, @args) = @_;
+    my $d = $self->{dir};
+    return ($EJABBERDCTL, '--config-dir', "$d/conf", '--spool', "$d/spool",
+        '--logs', "$d/logs", @args);
+}
+
+# The command line that runs ejabberdctl ARGS as the ejabberd user with a
+# raised open-file limit.  setpriv, not su: su puts its child into a new
+# session, where stop() could not reach the Erlang VM by process group.
+sub _as_user {
+    my ($self, @cmd) = @_;
+    my $sh = join ' ', map { my $a = $_; $a =~ s/'/'\\''/g; "'$a'" } @cmd;
+    my $switch = $< == 0
+        ? "setpriv --reuid=$USER --regid=$USER --init-groups env HOME='$self->{dir}/spool' "
+        : '';
+    my $script = "ulimit -Hn $NOFILE 2>/dev/null; "
+        . "ulimit -n $NOFILE 2>/dev/null || ulimit -n \$(ulimit -Hn); "
+        . "cd '$self->{dir}/spool' && exec $switch$sh";
+    return ('/bin/sh', '-c', $script);
+}
+
+sub _run_quiet {
+    my (@cmd) = @_;
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDERR, '>&', \*STDOUT;
+        exec { $cmd[0] } @cmd or POSIX::_exit(127);
+    }
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    return ($? >> 8, $out);
+}
+
+# ctl(@args): runs "ejabberdctl ARGS" against this node.
+sub ctl {
+    my ($self, @args) = @_;
+    return _run_quiet($self->_as_user($self->_ctl_cmd(@args)));
+}
+
+sub register {
+    my ($self, $user, $domain, $pass) = @_;
+    my ($rc, $out) = $self->ctl('register', $user, $domain, $pass);
+    die "XT::Ejabberd: register $user\@$domain failed ($rc): $out" if $rc;
+    return $self;
+}
+
+# register_many([user, domain, pass], ...): in parallel (each ejabberdctl
+# call starts an Erlang VM, ~0.4 s of CPU).
+sub register_many {
+    my ($self, @users) = @_;
+    my @left = @users;
+    while (@left) {
+        my @batch = splice(@left, 0, 4);
+        my %kids;
+        for my $u (@batch) {
+            my $pid = fork() // die "XT::Ejabberd: fork: $!\n";
+            if ($pid == 0) {
+                my ($rc, $out);
+                for my $try (1 .. 5) {
+                    # right after the start Mnesia may still be busy
+                    # creating tables: "Database failure"
+                    ($rc, $out) = $self->ctl('register', @$u);
+                    last unless $rc && $out =~ /Database failure/;
+                    sleep 0.3;
+                }
+                print STDERR "XT::Ejabberd: register $u->[0]\@$u->[1] failed ($rc): $out"
+                    if $rc;
+                POSIX::_exit($rc ? 1 : 0);
+            }
+            $kids{$pid} = $u;
+        }
+        my @failed;
+        for my $pid (keys %kids) {
+            waitpid($pid, 0);
+            push @failed, "$kids{$pid}[0]\@$kids{$pid}[1]" if $?;
+        }
+        die "XT::Ejabberd: could not register @failed\n" if @failed;
+    }
+    return $self;
+}
+
+# sessions($user, $domain): "ejabberdctl user_sessions_info" output, one
+# line per session: connection ip port priority node uptime status
+# resource statustext.
+sub sessions {
+    my ($self, $user, $domain) = @_;
+    my ($rc, $out) = $self->ctl('user_sessions_info', $user, $domain);
+    return $rc ? '' : $out;
+}
+
+sub _alive {
+    my ($self) = @_;
+    my $pid = $self->{pid} or return 0;
+    if (waitpid($pid, WNOHANG) == $pid) {
+        $self->{exit_status} = $?;
+        delete $self->{pid};
+        return 0;
+    }
+    return 1;
+}
+
+sub start {
+    my ($self) = @_;
+    return $self if $self->{pid};
+    my $d = $self->{dir};
+    my @cmd = $self->_as_user($self->_ctl_cmd('foreground'));
+    my $pid = fork() // die "XT::Ejabberd: fork: $!\n";
+    if ($pid == 0) {
+        setpgid(0, 0);    # stop() signals the whole group (su, sh, beam)
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$d/stdout.log";
+        open STDERR, '>&', \*STDOUT;
+        exec { $cmd[0] } @cmd or POSIX::_exit(127);
+    }
+    setpgid($pid, $pid);
+    $self->{pid} = $pid;
+
+    my @ports = ($self->{port});
+    push @ports, $self->{pp_port} if $self->{proxy_protocol};
+    for my $p (@ports) {
+        next if wait_for_port($p, $self->{timeout}, '127.0.0.1', sub { $self->_alive });
+        my $why = $self->{pid} ? "port $p did not open in $self->{timeout}s"
+            : "ejabberd exited (status " . ($self->{exit_status} // '?') . ")";
+        $self->stop;
+        die "XT::Ejabberd: ejabberd failed to start: $why\n"
+            . "--- stdout/stderr:\n" . _tail("$d/stdout.log")
+            . "--- log:\n" . _tail("$d/logs/ejabberd.log");
+    }
+    return $self;
+}
+
+sub _tail {
+    my ($f) = @_;
+    open(my $fh, '<', $f) or return "(none)\n";
+    my @l = <$fh>;
+    @l = @l[-20 .. -1] if @l > 20;
+    return join '', @l;
+}
+
+# stop(): SIGKILL to the Erlang VM, then to what is left of the process
+# group (sh/ejabberdctl): fast, the spool is thrown away anyway.  The VM is
+# killed first so that ejabberdctl, its parent, reaps it (no zombie is
+# left to an init that does not reap).
+# stop(graceful => 1): SIGTERM first (the VM shuts down cleanly, ~2 s).
+sub stop {
+    my ($self, %o) = @_;
+    return $self unless $self->{pid} && $$ == $self->{owner};
+    my $pid = $self->{pid};
+    my $sig = $o{graceful} ? 'TERM' : 'KILL';
+    my $end = time() + ($o{graceful} ? 10 : 3);
+    kill $sig, _children($pid);
+    while ($self->_alive && time() < $end) {
+        sleep 0.02;
+    }
+    if ($self->{pid}) {
+        kill 'KILL', _children($pid);
+        kill 'KILL', -$pid;
+        waitpid($pid, 0);
+        delete $self->{pid};
+    }
+    return $self;
+}
+
+# _children($pid): pids whose parent is $pid
+sub _children {
+    my ($pid) = @_;
+    my @kids;
+    opendir(my $dh, '/proc') or return;
+    for my $p (grep { /^\d+$/ } readdir $dh) {
+        open(my $fh, '<', "/proc/$p/stat") or next;
+        my $st = <$fh> // next;
+        my ($ppid) = $st =~ /\)\s+\S+\s+(\d+)/ or next;
+        push @kids, $p if $ppid == $pid;
+    }
+    return @kids;
+}
+
+sub restart {
+    my ($self) = @_;
+    $self->stop;
+    return $self->start;
+}
+
+sub log {
+    my ($self) = @_;
+    open(my $fh, '<', "$self->{dir}/logs/ejabberd.log") or return '';
+    local $/;
+    return <$fh> // '';
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $!, $@);
+    delete $LIVE{"$self"};
+    $self->stop;
+}
+
+END {
+    my $status = $?;
+    $_->stop for grep { defined } values %LIVE;
+    $? = $status;
+}
+
+1;
