@@ -80,6 +80,17 @@ static ngx_command_t  ngx_mail_xmpp_commands[] = {
       offsetof(ngx_mail_xmpp_srv_conf_t, auth_methods),
       &ngx_mail_xmpp_auth_methods },
 
+#if (NGX_MAIL_SSL)
+
+    { ngx_string("xmpp_certificate"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE3,
+      ngx_mail_xmpp_certificate,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+#endif
+
       ngx_null_command
 };
 
@@ -131,6 +142,7 @@ ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
      */
 
     xcf->client_buffer_size = NGX_CONF_UNSET_SIZE;
+    xcf->certificates = NGX_CONF_UNSET_PTR;
 
     return xcf;
 }
@@ -164,6 +176,14 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
                                  prev->auth_methods,
                                  (NGX_CONF_BITMASK_SET
                                   |NGX_MAIL_AUTH_PLAIN_ENABLED));
+
+    ngx_conf_merge_ptr_value(conf->certificates, prev->certificates, NULL);
+
+#if (NGX_MAIL_SSL)
+    if (ngx_mail_xmpp_ssl_init(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+#endif
 
     if (conf->client_buffer_size < 512) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

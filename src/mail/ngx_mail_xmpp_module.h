@@ -74,8 +74,21 @@ typedef enum {
 
 
 typedef struct {
+    ngx_str_t               name;
+    ngx_uint_t              wildcard;   /* unsigned  wildcard:1; */
+    ngx_array_t             certs;
+    ngx_array_t             keys;
+#if (NGX_MAIL_SSL)
+    ngx_ssl_t               ssl;
+#endif
+} ngx_mail_xmpp_cert_t;
+
+
+typedef struct {
     size_t                  client_buffer_size;
     ngx_uint_t              auth_methods;
+
+    ngx_array_t            *certificates;   /* ngx_mail_xmpp_cert_t */
 
     ngx_str_t               features;
     ngx_str_t               starttls_features;
@@ -166,6 +179,13 @@ ngx_int_t ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
 void ngx_mail_xmpp_proxy_handler(ngx_event_t *rev);
 ngx_int_t ngx_mail_xmpp_parse_upstream(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, ngx_buf_t *b);
+
+#if (NGX_MAIL_SSL)
+char *ngx_mail_xmpp_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_mail_xmpp_ssl_init(ngx_conf_t *cf,
+    ngx_mail_xmpp_srv_conf_t *xcf);
+#endif
 
 u_char *ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src);
 size_t ngx_mail_xmpp_escaped_len(ngx_str_t *src);
