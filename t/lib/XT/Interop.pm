@@ -1,0 +1,549 @@
+package XT::Interop;
+
+# The interop suite's common part (t/interop_*.t): real backends, one nginx
+# in front of them, a raw "peer" client for the other side of a message
+# exchange, and the results that t/interop_matrix.t prints as a matrix.
+#
+#   my $ix = XT::Interop->new(
+#       name     => 'slixmpp',           # row of the matrix (client/feature)
+#       backends => ['prosody', 'ejabberd'],   # default: both
+#       ejabberd => { proxy_protocol => 1 },    # more XT::Ejabberd options
+#       prosody  => { ... },                    # more XT::Prosody options
+#       users    => ['alice', 'bob'],    # on every backend, password "$u-pw"
+#       mail     => '...',   # extra lines at the end of the mail block
+#       http     => '...',   # extra lines in the http block
+#       routes   => { 'p.test' => PORT, ... },  # instead of domain routing
+#   );
+#   $ix->t;  $ix->prosody;  $ix->ejabberd;  $ix->backend('ejabberd');
+#   $ix->domain('ejabberd');   # p.test (Prosody), e.test (ejabberd)
+#   $ix->port('starttls');     # nginx: 'starttls' port or direct 'tls' port
+#
+# nginx: a STARTTLS ("starttls only") and a direct TLS XMPP server, an
+# auth_http endpoint (an http block of the same nginx) that sends
+# USER@p.test to Prosody and USER@e.test to ejabberd.  Every auth request
+# is logged in TESTDIR/auth.log as "user|protocol|client-ip|ssl|port".
+# The certificate (self-signed, proxy.test, p.test, e.test) is
+# TESTDIR/xmpp.crt.
+#
+# Cells of the matrix:
+#
+#   $ix->cell($backend, $mode, sub { ...tests... }, todo => 'reason');
+#   $ix->na($backend, $mode, 'reason');   # the client cannot do this mode
+#
+# A cell passes when all the tests run inside it pass; "todo" makes them
+# TODO tests (an expected failure, with the exact reason).  Results go to
+# build/interop/results/TAG/FILE.json (TAG: nginx version and build kind).
+#
+# A message exchange with a client program that follows the suite's
+# client convention (t/lib/interop/README):
+#
+#   $ix->exchange($backend, $mode, cmd => sub { my (%a) = @_; return @argv });
+#
+# logs "bob" in with the raw client (XT::XMPP, through nginx, STARTTLS),
+# runs the program as "alice", answers its "ping TOKEN" with "pong TOKEN"
+# and checks: the program bound a resource, bob got the ping from alice's
+# full JID, alice got the pong, and the login went through auth_http to
+# the right backend.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(basename dirname);
+use File::Path qw(make_path);
+use File::Spec;
+use FindBin;
+use JSON::PP ();
+use POSIX qw(WNOHANG setpgid);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+use XT::Nginx qw(repo_root);
+use XT::Prosody;
+use XT::Ejabberd;
+use XT::XMPP;
+
+our $PYTHON = '/usr/bin/python3';
+
+my %DOMAIN = (prosody => 'p.test', ejabberd => 'e.test');
+my %MODE_TITLE = (starttls => 'STARTTLS', tls => 'direct TLS');
+
+sub in_ci { ($ENV{CI} // '') =~ /^(?:1|true|yes)$/i }
+
+# need($what, $why_missing): a client (or backend) that is not installed
+# fails the test in CI (where auto/deps installs everything) and skips it
+# with the reason elsewhere.
+sub need {
+    my ($ok, $what) = @_;
+    return 1 if $ok;
+    if (in_ci()) {
+        plan(tests => 1);
+        fail("$what is missing (auto/deps installs it)");
+        exit 0;
+    }
+    plan(skip_all => "$what is missing (run auto/deps)");
+}
+
+sub new {
+    my ($class, %o) = @_;
+
+    my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
+    my @backends = @{ $o{backends} // [qw(prosody ejabberd)] };
+    need(-x '/usr/bin/prosody', 'prosody') if grep { $_ eq 'prosody' } @backends;
+    need(!XT::Ejabberd::available(), 'ejabberd: ' . XT::Ejabberd::available())
+        if grep { $_ eq 'ejabberd' } @backends;
+
+    my $self = bless {
+        t        => $t,
+        name     => $o{name} // basename($0, '.t'),
+        file     => basename($0),
+        backends => \@backends,
+        cells    => [],
+        users    => $o{users} // [qw(alice bob)],
+        t0       => time(),
+        nexec    => 0,
+    }, $class;
+
+    $self->_results_start;
+
+    my $dir = $t->testdir;
+    for my $b (@backends) {
+        my $dom = $DOMAIN{$b};
+        my @users = map { [$_, $dom, "$_-pw"] } @{ $self->{users} };
+        if ($b eq 'prosody') {
+            $self->{prosody} = XT::Prosody->new(dir => "$dir/prosody",
+                domains => [$dom], users => \@users, %{ $o{prosody} // {} });
+        } elsif ($b eq 'ejabberd') {
+            $self->{ejabberd} = XT::Ejabberd->new(dir => "$dir/ejabberd",
+                domains => [$dom], users => \@users, %{ $o{ejabberd} // {} });
+        } else {
+            die "XT::Interop: unknown backend $b\n";
+        }
+    }
+
+    $t->gen_cert('xmpp', cn => 'proxy.test', alt => ['proxy.test', values %DOMAIN]);
+    $t->write_file_expand('nginx.conf', $self->_conf(%o));
+    $t->run();
+    return $self;
+}
+
+sub t        { $_[0]{t} }
+sub prosody  { $_[0]{prosody} }
+sub ejabberd { $_[0]{ejabberd} }
+sub backends { @{ $_[0]{backends} } }
+sub backend  { $_[0]{ $_[1] } }
+sub domain   { $DOMAIN{ $_[1] } // die "XT::Interop: no backend $_[1]\n" }
+sub modes    { qw(starttls tls) }
+sub mode_title { $MODE_TITLE{ $_[1] } // $_[1] }
+
+sub port {
+    my ($self, $mode) = @_;
+    return $self->{t}->port($mode eq 'tls' ? 5223 : 5222);
+}
+
+sub _conf {
+    my ($self, %o) = @_;
+    my %routes = %{ $o{routes} // {} };
+    unless (%routes) {
+        for my $b ($self->backends) {
+            $routes{ $DOMAIN{$b} } = $self->{$b}->port;
+        }
+    }
+    my $map = join '', map {
+        (my $re = $_) =~ s/\./\\./g;
+        "        ~\@$re\$  $routes{$_};\n"
+    } sort keys %routes;
+    my $http = $o{http} // '';
+    my $mail = $o{mail} // '';
+
+    return <<"EOF";
+%%TEST_GLOBALS%%
+
+events {
+}
+
+http {
+    log_format auth '\$http_auth_user|\$http_auth_protocol|\$http_client_ip|'
+                    '\$http_auth_ssl|\$xt_backend';
+
+    # the backend by the domain of the user
+    map \$http_auth_user \$xt_backend {
+$map        default  "";
+    }
+    map \$xt_backend \$xt_status {
+        ""       "Unknown domain";
+        default  OK;
+    }
+
+$http
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        access_log %%TESTDIR%%/auth.log auth;
+
+        location = /auth {
+            add_header Auth-Status \$xt_status;
+            add_header Auth-Server 127.0.0.1;
+            add_header Auth-Port \$xt_backend;
+            return 204;
+        }
+    }
+}
+
+mail {
+    auth_http 127.0.0.1:%%PORT_8081%%/auth;
+    server_name proxy.test;
+
+    ssl_certificate %%TESTDIR%%/xmpp.crt;
+    ssl_certificate_key %%TESTDIR%%/xmpp.key;
+
+    server {
+        listen 127.0.0.1:%%PORT_5222%%;
+        protocol xmpp;
+        starttls only;
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_5223%% ssl;
+        protocol xmpp;
+    }
+
+$mail
+}
+EOF
+}
+
+# auth_log(): the auth requests so far, as hashes
+sub auth_log {
+    my ($self) = @_;
+    my $log = $self->{t}->read_file('auth.log') // '';
+    return map {
+        my @f = split /\|/, $_, -1;
+        { user => $f[0], protocol => $f[1], client => $f[2], ssl => $f[3],
+          port => $f[4] }
+    } split /\n/, $log;
+}
+
+sub auth_count {
+    my ($self, $user) = @_;
+    return scalar grep { $_->{user} eq $user } $self->auth_log;
+}
+
+###############################################################################
+# Results
+
+sub build_tag {
+    my ($t) = @_;
+    my $tag = $t->version // 'unknown';
+    $tag .= '-asan' if $t->has_feature('asan');
+    $tag .= '-debug' if $t->has_feature('debug') && !$t->has_feature('asan');
+    return $tag;
+}
+
+sub results_dir {
+    my ($t) = @_;
+    my $d = repo_root() . '/build/interop/results/' . build_tag($t);
+    make_path($d);
+    return $d;
+}
+
+# the run a result belongs to: prove's pid (the parent of every test of one
+# prove run), or INTEROP_RUN when set
+sub run_id { $ENV{INTEROP_RUN} // getppid() }
+
+sub _results_start {
+    my ($self) = @_;
+    $self->{results} = results_dir($self->{t}) . "/$self->{file}.json";
+    $self->_results_write(0);
+}
+
+sub _results_write {
+    my ($self, $finished) = @_;
+    my $data = {
+        run      => run_id(),
+        pid      => $$,
+        file     => $self->{file},
+        name     => $self->{name},
+        nginx    => $self->{t}->version,
+        build    => build_tag($self->{t}),
+        started  => $self->{t0},
+        time     => time(),
+        seconds  => sprintf('%.1f', time() - $self->{t0}),
+        finished => $finished ? 1 : 0,
+        cells    => $self->{cells},
+    };
+    my $tmp = "$self->{results}.$$.tmp";
+    open(my $fh, '>', $tmp) or return;
+    print $fh JSON::PP->new->canonical->pretty->encode($data);
+    close $fh;
+    rename $tmp, $self->{results};
+}
+
+# cell($backend, $mode, $code, todo => $reason, name => $row): runs $code
+# (which runs tests) and records the cell as pass / FAIL / xfail / XPASS.
+sub cell {
+    my ($self, $backend, $mode, $code, %o) = @_;
+    my $tb = Test::More->builder;
+    my $todo = $o{todo};
+    my $n0 = $tb->current_test;
+
+    $tb->todo_start($todo) if defined $todo;
+    my $ok = eval { $code->(); 1 };
+    my $err = $@;
+    unless ($ok) {
+        $tb->ok(0, "$self->{name} $backend $mode: died");
+        $tb->diag($err);
+    }
+    $tb->todo_end if defined $todo;
+
+    my @d = ($tb->details)[$n0 .. $tb->current_test - 1];
+    my $all = !grep { !$_->{actual_ok} } @d;
+    $all = 0 unless @d;
+    my $status = defined $todo ? ($all ? 'XPASS' : 'xfail') : ($all ? 'pass' : 'FAIL');
+    my ($first_fail) = map { $_->{name} } grep { !$_->{actual_ok} } @d;
+
+    push @{ $self->{cells} }, {
+        name    => $o{name} // $self->{name},
+        backend => $backend,
+        mode    => $mode,
+        status  => $status,
+        reason  => $todo // ($status eq 'FAIL' ? $first_fail : undef),
+        tests   => scalar @d,
+    };
+    $self->_results_write(0);
+    return $all;
+}
+
+# na($backend, $mode, $reason): the client has no such mode (no test)
+sub na {
+    my ($self, $backend, $mode, $reason, %o) = @_;
+    note("$self->{name} $backend $mode: n/a: $reason");
+    push @{ $self->{cells} }, {
+        name => $o{name} // $self->{name}, backend => $backend, mode => $mode,
+        status => 'n/a', reason => $reason, tests => 0,
+    };
+    $self->_results_write(0);
+}
+
+sub done {
+    my ($self) = @_;
+    $self->_results_write(1);
+    $self->{t}->done_testing;
+}
+
+###############################################################################
+# The raw peer (bob), logged in through nginx
+
+sub token { join '', map { sprintf '%02x', int rand 256 } 1 .. 6 }
+
+# peer_login($user, $backend, mode => 'starttls'|'tls', resource => 'peer'):
+# an XT::XMPP connection, authenticated, bound, available; {jid} is the
+# full JID.  Dies with the reason on failure.
+sub peer_login {
+    my ($self, $user, $backend, %o) = @_;
+    my $mode = $o{mode} // 'starttls';
+    my $dom = $self->domain($backend);
+    my $res = $o{resource} // 'peer';
+    my $c = XT::XMPP->new(port => $self->port($mode), timeout => 10,
+        ($mode eq 'tls' ? (ssl => 1, ssl_opts => { SSL_hostname => $dom }) : ()))
+        or die "peer $user: $XT::XMPP::ERROR\n";
+
+    my $expect = sub {
+        my ($re, $what) = @_;
+        my $e = $c->read_element // die "peer $user: no $what (EOF/timeout)\n";
+        die "peer $user: expected $what, got: $e\n" unless $e =~ $re;
+        return $e;
+    };
+
+    $c->open_stream($dom);
+    $expect->(qr/^<stream:stream\b/, 'stream header');
+    $expect->(qr/^<stream:features\b/, 'features');
+    if ($mode eq 'starttls') {
+        $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        $expect->(qr/^<proceed\b/, 'proceed');
+        $c->starttls(SSL_hostname => $dom) or die "peer $user: " . $c->error . "\n";
+        $c->open_stream($dom);
+        $expect->(qr/^<stream:stream\b/, 'stream header after TLS');
+        $expect->(qr/^<stream:features\b/, 'features after TLS');
+    }
+    $c->auth_plain($user, $o{password} // "$user-pw");
+    $expect->(qr/^<success\b/, 'SASL success');
+    $c->open_stream($dom);
+    $expect->(qr/^<stream:stream\b/, 'backend stream header');
+    $expect->(qr/^<stream:features\b.*<bind\b/s, 'backend features with bind');
+    $c->send("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        . "<resource>$res</resource></bind></iq>");
+    my $r = $expect->(qr/<jid>[^<]+<\/jid>/, 'bind result');
+    ($c->{jid}) = $r =~ /<jid>([^<]+)<\/jid>/;
+    # a session for old servers that want one; ignore the answer
+    $c->send("<iq type='set' id='sess1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+    $c->send("<presence/>");
+    return $c;
+}
+
+sub xml_escape {
+    my ($s) = @_;
+    $s =~ s/&/&amp;/g;
+    $s =~ s/</&lt;/g;
+    $s =~ s/>/&gt;/g;
+    $s =~ s/'/&apos;/g;
+    $s =~ s/"/&quot;/g;
+    return $s;
+}
+
+sub xml_unescape {
+    my ($s) = @_;
+    $s =~ s/&lt;/</g;
+    $s =~ s/&gt;/>/g;
+    $s =~ s/&apos;/'/g;
+    $s =~ s/&quot;/"/g;
+    $s =~ s/&#(\d+);/chr($1)/ge;
+    $s =~ s/&#x([0-9a-fA-F]+);/chr(hex $1)/ge;
+    $s =~ s/&amp;/&/g;
+    return $s;
+}
+
+sub peer_send {
+    my ($c, $to, $body, $type) = @_;
+    $type //= 'chat';
+    return $c->send("<message to='" . xml_escape($to) . "' type='$type' id='m"
+        . int(rand 1e9) . "'><body>" . xml_escape($body) . "</body></message>");
+}
+
+# peer_poll($c, $timeout): the next message with a body as [from, body],
+# undef if none arrived in time (other stanzas are skipped)
+sub peer_poll {
+    my ($c, $timeout) = @_;
+    my $end = time() + $timeout;
+    while ((my $left = $end - time()) > 0) {
+        my $e = $c->read_element($left) // return undef;
+        next unless $e =~ /^<message\b/;
+        my ($body) = $e =~ m{<body(?:\s[^>]*)?>(.*?)</body>}s or next;
+        my ($from) = $e =~ /^<message\b[^>]*?\sfrom=(?:'([^']*)'|"([^"]*)")/;
+        $from //= $e =~ /^<message\b[^>]*?\sfrom="([^"]*)"/ ? $1 : '';
+        return [xml_unescape($from), xml_unescape($body)];
+    }
+    return undef;
+}
+
+###############################################################################
+# Running client programs
+
+# spawn(\@cmd, %o): starts a program in its own process group with its
+# output in a file; returns a handle for wait_child / kill_child.
+#   env => {..}, dir => cwd, stdin => file
+sub spawn {
+    my ($self, $cmd, %o) = @_;
+    my $n = ++$self->{nexec};
+    my $out = $self->{t}->testdir . "/client-$n.out";
+    my $pid = fork() // die "fork: $!\n";
+    if ($pid == 0) {
+        setpgid(0, 0);
+        open STDIN, '<', $o{stdin} // '/dev/null';
+        open STDOUT, '>', $out;
+        open STDERR, '>&', \*STDOUT;
+        chdir $o{dir} if $o{dir};
+        $ENV{$_} = $o{env}{$_} for keys %{ $o{env} // {} };
+        exec { $cmd->[0] } @$cmd or do {
+            print STDERR "exec $cmd->[0]: $!\n";
+            POSIX::_exit(127);
+        };
+    }
+    setpgid($pid, $pid);
+    note("run: @$cmd") if $ENV{TEST_NGINX_VERBOSE};
+    return { pid => $pid, out => $out, cmd => $cmd, t0 => time() };
+}
+
+# child_done($h): true (and $h->{code} set) once the program has exited
+sub child_done {
+    my ($h) = @_;
+    return 1 if defined $h->{code};
+    my $r = waitpid($h->{pid}, WNOHANG);
+    return 0 unless $r == $h->{pid};
+    $h->{code} = $? & 127 ? 128 + ($? & 127) : $? >> 8;
+    $h->{seconds} = time() - $h->{t0};
+    return 1;
+}
+
+sub kill_child {
+    my ($h) = @_;
+    return if child_done($h);
+    kill 'TERM', -$h->{pid};
+    for (1 .. 50) {
+        return if child_done($h);
+        sleep 0.02;
+    }
+    kill 'KILL', -$h->{pid};
+    waitpid($h->{pid}, 0);
+    $h->{code} //= 137;
+    $h->{killed} = 1;
+}
+
+sub child_output {
+    my ($h) = @_;
+    open(my $fh, '<', $h->{out}) or return '';
+    local $/;
+    return <$fh> // '';
+}
+
+# exchange($backend, $mode, cmd => sub { my (%a) = @_; @argv }, timeout => 20)
+# The program gets (host, port, mode, domain, jid, password, to, body,
+# expect, timeout) and must: log in as jid through host:port in that mode
+# (certificates not verified), bind, print "BOUND <full jid>", send body to
+# "to" (type chat), wait for a message whose body is "expect", print
+# "RECEIVED <from> <body>" and exit 0; on failure print "FAIL <reason>" and
+# exit non-zero.
+sub exchange {
+    my ($self, $backend, $mode, %o) = @_;
+    my $dom = $self->domain($backend);
+    my $label = "$self->{name} $backend " . $self->mode_title($mode);
+    my $timeout = ($o{timeout} // 20) * ($self->{t}->has_feature('asan') ? 2 : 1);
+    my $tok = token();
+    my $alice = "alice\@$dom";
+    my %a = (
+        host => '127.0.0.1', port => $self->port($mode), mode => $mode,
+        domain => $dom, jid => $alice, password => 'alice-pw',
+        user => 'alice', to => "bob\@$dom", body => "ping $tok",
+        expect => "pong $tok", timeout => $timeout,
+    );
+
+    my $bob = eval { $self->peer_login('bob', $backend) };
+    unless ($bob) {
+        fail("$label: peer bob logs in through nginx");
+        diag($@);
+        return;
+    }
+    my $auth0 = $self->auth_count($alice);
+
+    my $h = $self->spawn([ $o{cmd}->(%a) ], %{ $o{spawn} // {} });
+    my ($ping, $answered);
+    my $end = time() + $timeout + 5;
+    while (time() < $end) {
+        my $m = peer_poll($bob, 0.1);
+        if ($m && $m->[1] eq "ping $tok" && !$ping) {
+            $ping = $m;
+            peer_send($bob, $m->[0], "pong $tok");
+            $answered = 1;
+        }
+        last if child_done($h) && ($ping || time() > $h->{t0} + $h->{seconds} + 1);
+    }
+    kill_child($h);
+    my $out = child_output($h);
+    $bob->close;
+
+    my $verbose = sub { diag("--- $label: @{ $h->{cmd} } (exit $h->{code}"
+        . ($h->{killed} ? ', killed at timeout' : '') . "):\n$out") };
+
+    like($out, qr{^BOUND \Q$alice\E/\S+}m, "$label: alice logged in and bound")
+        or $verbose->();
+    ok($ping, "$label: bob received alice's message")
+        and like($ping->[0], qr{^\Q$alice\E/.+}, "$label: sent from alice's full JID");
+    like($out, qr{^RECEIVED \S+ pong \Q$tok\E}m, "$label: alice received bob's answer");
+    is($h->{code}, 0, "$label: client exit code") or $verbose->() ;
+    my @auth = grep { $_->{user} eq $alice } $self->auth_log;
+    ok(@auth > $auth0 && $auth[-1]{port} eq $self->backend($backend)->port,
+        "$label: login went through auth_http to $backend");
+    return $out;
+}
+
+1;
