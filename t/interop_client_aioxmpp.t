@@ -1,0 +1,34 @@
+#!/usr/bin/perl
+
+# Interop: aioxmpp (python3-aioxmpp) through nginx to Prosody and ejabberd,
+# STARTTLS and direct TLS: login, bind, a message each way with a second
+# user (the raw client), verified on both sides.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use XT::Interop;
+
+XT::Interop::need(system($XT::Interop::PYTHON, '-c', 'import aioxmpp') == 0,
+    'python3-aioxmpp');
+
+my $ix = XT::Interop->new(name => 'aioxmpp');
+my $prog = "$FindBin::Bin/lib/interop/aioxmpp_client.py";
+
+for my $b ($ix->backends) {
+    for my $mode ($ix->modes) {
+        $ix->cell($b, $mode, sub {
+            $ix->exchange($b, $mode, cmd => sub {
+                my %a = @_;
+                return ($XT::Interop::PYTHON, $prog, map { ("--$_", $a{$_}) }
+                    qw(host port mode jid password to body expect timeout));
+            });
+        });
+    }
+}
+
+$ix->done;
