@@ -17,18 +17,5 @@ XT::Interop::need(system($XT::Interop::PYTHON, '-c', 'import aioxmpp') == 0,
     'python3-aioxmpp');
 
 my $ix = XT::Interop->new(name => 'aioxmpp');
-my $prog = "$FindBin::Bin/lib/interop/aioxmpp_client.py";
-
-for my $b ($ix->backends) {
-    for my $mode ($ix->modes) {
-        $ix->cell($b, $mode, sub {
-            $ix->exchange($b, $mode, cmd => sub {
-                my %a = @_;
-                return ($XT::Interop::PYTHON, $prog, map { ("--$_", $a{$_}) }
-                    qw(host port mode jid password to body expect timeout));
-            });
-        });
-    }
-}
-
+$ix->program_cells([$XT::Interop::PYTHON, "$FindBin::Bin/lib/interop/aioxmpp_client.py"]);
 $ix->done;

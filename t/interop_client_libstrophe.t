@@ -24,16 +24,6 @@ my $bin = $ix->t->testdir . '/strophe_client';
 my $cc = `cc -Wall -o '$bin' '$src' \$(pkg-config --cflags --libs libstrophe) 2>&1`;
 ok(!$? && -x $bin, 'client builds') or diag($cc);
 
-for my $b ($ix->backends) {
-    for my $mode ($ix->modes) {
-        $ix->cell($b, $mode, sub {
-            $ix->exchange($b, $mode, cmd => sub {
-                my %a = @_;
-                return ($bin, map { ("--$_", $a{$_}) }
-                    qw(host port mode jid password to body expect timeout));
-            });
-        });
-    }
-}
+$ix->program_cells([$bin]);
 
 $ix->done;

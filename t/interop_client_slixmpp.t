@@ -17,18 +17,5 @@ XT::Interop::need(system($XT::Interop::PYTHON, '-c', 'import slixmpp') == 0,
     'python3-slixmpp');
 
 my $ix = XT::Interop->new(name => 'slixmpp');
-my $prog = "$FindBin::Bin/lib/interop/slixmpp_client.py";
-
-for my $b ($ix->backends) {
-    for my $mode ($ix->modes) {
-        $ix->cell($b, $mode, sub {
-            $ix->exchange($b, $mode, cmd => sub {
-                my %a = @_;
-                return ($XT::Interop::PYTHON, $prog, map { ("--$_", $a{$_}) }
-                    qw(host port mode jid password to body expect timeout));
-            });
-        });
-    }
-}
-
+$ix->program_cells([$XT::Interop::PYTHON, "$FindBin::Bin/lib/interop/slixmpp_client.py"]);
 $ix->done;

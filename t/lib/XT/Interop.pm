@@ -331,6 +331,30 @@ sub done {
     $self->{t}->done_testing;
 }
 
+# program_cells(\@command, todo => sub { ($backend, $mode) -> reason },
+#     na => sub { ($backend, $mode) -> reason }, timeout => N): every
+# backend × mode cell as an exchange() with a program that follows the
+# client convention; its arguments are appended to @command.
+sub program_cells {
+    my ($self, $cmd, %o) = @_;
+    for my $b ($self->backends) {
+        for my $mode ($self->modes) {
+            if ($o{na} and my $why = $o{na}->($b, $mode)) {
+                $self->na($b, $mode, $why);
+                next;
+            }
+            my $todo = $o{todo} ? $o{todo}->($b, $mode) : undef;
+            $self->cell($b, $mode, sub {
+                $self->exchange($b, $mode, timeout => $o{timeout}, cmd => sub {
+                    my %a = @_;
+                    return (@$cmd, map { ("--$_", $a{$_}) }
+                        qw(host port mode jid password to body expect timeout));
+                });
+            }, todo => $todo);
+        }
+    }
+}
+
 ###############################################################################
 # The raw peer (bob), logged in through nginx
 
