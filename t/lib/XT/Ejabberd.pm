@@ -286,7 +286,7 @@ sub register_many {
                     # right after the start Mnesia may still be busy
                     # creating tables: "Database failure"
                     ($rc, $out) = $self->ctl('register', @$u);
-                    last unless $rc && $out =~ /Database failure/;
+                    last unless $rc && $out =~ /Database failure|exception/;
                     sleep 0.3;
                 }
                 print STDERR "XT::Ejabberd: register $u->[0]\@$u->[1] failed ($rc): $out"
@@ -329,6 +329,7 @@ sub start {
     my ($self) = @_;
     return $self if $self->{pid};
     my $d = $self->{dir};
+    my $log0 = length $self->log;
     my @cmd = $self->_as_user($self->_ctl_cmd('foreground'));
     my $pid = fork() // die "XT::Ejabberd: fork: $!\n";
     if ($pid == 0) {
@@ -351,6 +352,17 @@ sub start {
         die "XT::Ejabberd: ejabberd failed to start: $why\n"
             . "--- stdout/stderr:\n" . _tail("$d/stdout.log")
             . "--- log:\n" . _tail("$d/logs/ejabberd.log");
+    }
+
+    # the listeners are bound early; commands work once the node says so
+    my $end = time() + $self->{timeout};
+    until (substr($self->log, $log0) =~ /\bis started in the node\b/) {
+        if (!$self->_alive || time() > $end) {
+            $self->stop;
+            die "XT::Ejabberd: ejabberd did not finish starting\n"
+                . "--- log:\n" . _tail("$d/logs/ejabberd.log");
+        }
+        sleep 0.05;
     }
     return $self;
 }
