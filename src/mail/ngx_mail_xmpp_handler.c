@@ -447,6 +447,12 @@ ngx_mail_xmpp_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
             s->buffer->pos = s->buffer->start;
             s->buffer->last = s->buffer->start;
 
+            if (ngx_mail_xmpp_lookup_start(s, c) == NGX_AGAIN) {
+                /* <proceed/> when the certificate lookup is done */
+                s->out.len = 0;
+                return NGX_OK;
+            }
+
             c->read->handler = ngx_mail_starttls_handler;
 
             ngx_str_set(&s->out, xmpp_proceed);

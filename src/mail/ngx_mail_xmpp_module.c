@@ -89,6 +89,34 @@ static ngx_command_t  ngx_mail_xmpp_commands[] = {
       0,
       NULL },
 
+    { ngx_string("xmpp_certificate_lookup"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_mail_xmpp_certificate_lookup,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("xmpp_certificate_lookup_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, lookup_timeout),
+      NULL },
+
+    { ngx_string("xmpp_certificate_cache_time"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, cache_time),
+      NULL },
+
+    { ngx_string("xmpp_certificate_cache_size"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, cache_size),
+      NULL },
+
 #endif
 
       ngx_null_command
@@ -143,6 +171,10 @@ ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
 
     xcf->client_buffer_size = NGX_CONF_UNSET_SIZE;
     xcf->certificates = NGX_CONF_UNSET_PTR;
+    xcf->lookup_peer = NGX_CONF_UNSET_PTR;
+    xcf->lookup_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->cache_time = NGX_CONF_UNSET;
+    xcf->cache_size = NGX_CONF_UNSET_UINT;
 
     return xcf;
 }
@@ -178,6 +210,27 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
                                   |NGX_MAIL_AUTH_PLAIN_ENABLED));
 
     ngx_conf_merge_ptr_value(conf->certificates, prev->certificates, NULL);
+
+    if (conf->lookup_peer == NGX_CONF_UNSET_PTR) {
+        conf->lookup_peer = prev->lookup_peer;
+        conf->lookup_host = prev->lookup_host;
+        conf->lookup_uri = prev->lookup_uri;
+
+        if (conf->lookup_peer == NGX_CONF_UNSET_PTR) {
+            conf->lookup_peer = NULL;
+        }
+    }
+
+    ngx_conf_merge_msec_value(conf->lookup_timeout, prev->lookup_timeout,
+                              3000);
+    ngx_conf_merge_sec_value(conf->cache_time, prev->cache_time, 3600);
+    ngx_conf_merge_uint_value(conf->cache_size, prev->cache_size, 1000);
+
+    if (conf->cache_size == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"xmpp_certificate_cache_size\" must not be 0");
+        return NGX_CONF_ERROR;
+    }
 
 #if (NGX_MAIL_SSL)
     if (ngx_mail_xmpp_ssl_init(cf, conf) != NGX_OK) {

@@ -84,11 +84,30 @@ typedef struct {
 } ngx_mail_xmpp_cert_t;
 
 
+typedef struct ngx_mail_xmpp_lookup_s  ngx_mail_xmpp_lookup_t;
+
+
+typedef struct {
+    ngx_rbtree_t            rbtree;
+    ngx_rbtree_node_t       sentinel;
+    ngx_queue_t             queue;          /* LRU, most recent first */
+    ngx_uint_t              count;
+} ngx_mail_xmpp_cert_cache_t;
+
+
 typedef struct {
     size_t                  client_buffer_size;
     ngx_uint_t              auth_methods;
 
     ngx_array_t            *certificates;   /* ngx_mail_xmpp_cert_t */
+
+    ngx_addr_t             *lookup_peer;
+    ngx_str_t               lookup_host;
+    ngx_str_t               lookup_uri;
+    ngx_msec_t              lookup_timeout;
+    time_t                  cache_time;
+    ngx_uint_t              cache_size;
+    ngx_mail_xmpp_cert_cache_t  *cache;
 
     ngx_str_t               features;
     ngx_str_t               starttls_features;
@@ -98,6 +117,7 @@ typedef struct {
 
 typedef struct {
     ngx_str_t               host;           /* stream "to", decoded */
+    ngx_mail_xmpp_lookup_t *lookup;         /* certificate lookup pending */
     ngx_str_t               localpart;      /* backend SASL authcid */
     ngx_str_t               domain;         /* backend stream "to" */
 
@@ -185,6 +205,10 @@ char *ngx_mail_xmpp_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_mail_xmpp_ssl_init(ngx_conf_t *cf,
     ngx_mail_xmpp_srv_conf_t *xcf);
+char *ngx_mail_xmpp_certificate_lookup(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s,
+    ngx_connection_t *c);
 #endif
 
 u_char *ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src);
