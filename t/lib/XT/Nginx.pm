@@ -441,6 +441,11 @@ sub run {
 
     my $pid = fork() // die "XT::Nginx: fork: $!\n";
     if ($pid == 0) {
+        # sanitizer builds: reports go to stderr (then error.log), known
+        # harmless upstream reports are suppressed
+        $ENV{ASAN_OPTIONS} //= 'detect_leaks=1:abort_on_error=0';
+        $ENV{UBSAN_OPTIONS} //= "print_stacktrace=1:suppressions=$ROOT/auto/ubsan.supp";
+        $ENV{LSAN_OPTIONS} //= "suppressions=$ROOT/auto/lsan.supp:print_suppressions=0";
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$d/stderr.log";
         open STDERR, '>&', \*STDOUT;
