@@ -42,7 +42,7 @@ $t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
 EOF
 ));
 $t->run();
-$t->plan(58);
+$t->plan(61);
 
 my $port = $t->port(5222);
 
@@ -235,6 +235,18 @@ $c->send("<stream:stream to='example.com' $STREAM>" . auth("\0alice\0alice-pw"))
 like($c->read_element // '', qr/^<stream:stream\b/, 'pipelined: header');
 like($c->read_element // '', qr/^<stream:features>/, 'pipelined: features');
 like($c->read_element // '', qr/^<success\b/, 'pipelined: success');
+$c->close;
+
+# whitespace after </auth> (go-xmpp sends "</auth>\n") must not precede
+# the XML declaration of the restarted stream at the backend
+
+$c = tls_stream();
+$c->send(auth("\0alice\0alice-pw") . "\n \n");
+like($c->read_element // '', qr/^<success\b/, 'whitespace after auth');
+$c->send("<?xml version='1.0'?><stream:stream to='example.com' $STREAM>");
+like($c->read_element // '', qr/^<stream:stream\b/,
+    'restart with XML declaration after whitespace');
+like($c->read_element // '', qr/<bind\b/, 'backend accepted the restart');
 $c->close;
 
 # a full login, one byte per write

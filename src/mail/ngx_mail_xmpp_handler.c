@@ -313,6 +313,7 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
     switch (rc) {
 
     case NGX_DONE:
+        ngx_mail_xmpp_skip_space(s->buffer);
         ngx_mail_auth(s, c);
         return;
 
@@ -815,6 +816,30 @@ ngx_mail_xmpp_append(ngx_mail_session_t *s, ngx_connection_t *c, u_char *data,
     s->out.len += len;
 
     return NGX_OK;
+}
+
+
+void
+ngx_mail_xmpp_skip_space(ngx_buf_t *b)
+{
+    /*
+     * Whitespace after <auth/> would reach the backend after its
+     * <success/>, before the client's new stream header: an XML
+     * declaration must be the first thing in a stream, so the backend
+     * would fail the restart.  Whitespace between elements means nothing.
+     */
+
+    while (b->pos < b->last
+           && (*b->pos == ' ' || *b->pos == '\t'
+               || *b->pos == CR || *b->pos == LF))
+    {
+        b->pos++;
+    }
+
+    if (b->pos == b->last) {
+        b->pos = b->start;
+        b->last = b->start;
+    }
 }
 
 

@@ -211,6 +211,7 @@ ngx_int_t ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s,
     ngx_connection_t *c);
 #endif
 
+void ngx_mail_xmpp_skip_space(ngx_buf_t *b);
 u_char *ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src);
 size_t ngx_mail_xmpp_escaped_len(ngx_str_t *src);
 ngx_int_t ngx_mail_xmpp_stream_error(ngx_mail_session_t *s,

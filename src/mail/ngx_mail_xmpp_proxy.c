@@ -30,6 +30,7 @@ static ngx_int_t ngx_mail_xmpp_proxy_auth(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static void ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, u_char *last);
+static void ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s);
 static void ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s);
 
 
@@ -184,6 +185,8 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 /* relay the backend's <success/> to the client */
 
                 b->pos = ctx->up_start;
+
+                ngx_mail_xmpp_proxy_drain(s);
 
                 ngx_mail_proxy_handoff(s);
                 return;
@@ -435,6 +438,34 @@ ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_mail_close_connection(c);
     }
+}
+
+
+static void
+ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s)
+{
+    ssize_t            n;
+    ngx_buf_t         *b;
+    ngx_connection_t  *c;
+
+    /*
+     * whatever the client sent while it waited for the login, usually
+     * the newline after its </auth>, goes to the backend after <success/>:
+     * read it now to drop leading whitespace (see ngx_mail_xmpp_skip_space)
+     */
+
+    c = s->connection;
+    b = s->buffer;
+
+    if (c->read->ready && b->last < b->end) {
+        n = c->recv(c, b->last, b->end - b->last);
+
+        if (n > 0) {
+            b->last += n;
+        }
+    }
+
+    ngx_mail_xmpp_skip_space(b);
 }
 
 
