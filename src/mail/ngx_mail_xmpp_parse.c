@@ -118,6 +118,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         sw_decl_end,
         sw_content,
         sw_text,
+        sw_text_entity,
         sw_content_lt,
         sw_end_name,
         sw_end_space
@@ -519,13 +520,52 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 break;
             }
 
+            if (ch == '&') {
+
+                /* a reference is well-formed XML, but never base64 */
+
+                ctx->bad_text = 1;
+                ctx->attr = NGX_XMPP_AT_NONE;
+                ctx->entity_len = 0;
+                state = sw_text_entity;
+                break;
+            }
+
             if (!ngx_xmpp_base64(ch)) {
                 ctx->bad_text = 1;
             }
 
             break;
 
+        case sw_text_entity:
+
+            if (ch == ';') {
+                if (ngx_mail_xmpp_entity(ctx, ctx->value, &ctx->value_len)
+                    != NGX_OK)
+                {
+                    goto not_well_formed;
+                }
+
+                state = sw_text;
+                break;
+            }
+
+            if (ctx->entity_len == NGX_MAIL_XMPP_ENTITY_LEN
+                || !(ngx_xmpp_name_char(ch) || ch == '#'))
+            {
+                goto not_well_formed;
+            }
+
+            ctx->entity[ctx->entity_len++] = ch;
+            break;
+
         case sw_content_lt:
+
+            if (ch == '!' || ch == '?') {
+                /* a comment, CDATA section or processing instruction */
+                err = NGX_XMPP_ERR_RESTRICTED_XML;
+                goto invalid;
+            }
 
             if (ch != '/') {
                 err = NGX_XMPP_ERR_BAD_FORMAT;
