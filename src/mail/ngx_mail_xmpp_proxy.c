@@ -525,6 +525,14 @@ ngx_mail_xmpp_parse_upstream(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
             if (ch == '<') {
                 ctx->up_lt = p;
                 state = sw_lt;
+                break;
+            }
+
+            if (ctx->up_depth == 0
+                && !(ch == ' ' || ch == '\t' || ch == CR || ch == LF))
+            {
+                /* text before the stream header: not XMPP at all */
+                return NGX_ERROR;
             }
 
             break;
@@ -655,6 +663,16 @@ ngx_mail_xmpp_parse_upstream(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
         state = sw_text;
 
         if (ctx->up_depth == 0) {
+            local = ngx_strlchr(ctx->up_name,
+                                ctx->up_name + ctx->up_name_len, ':');
+            local = local ? local + 1 : ctx->up_name;
+            len = ctx->up_name + ctx->up_name_len - local;
+
+            if (len != 6 || ngx_strncmp(local, "stream", 6) != 0) {
+                /* not an XMPP stream header, e.g. an HTML page */
+                return NGX_ERROR;
+            }
+
             ctx->up_depth = 1;
             b->pos = p + 1;
             ctx->up_state = state;
