@@ -13,6 +13,8 @@ package XT::Interop;
 #       mail     => '...',   # extra lines at the end of the mail block
 #       http     => '...',   # extra lines in the http block
 #       routes   => { 'p.test' => PORT, ... },  # instead of domain routing
+#       conf_filter => sub { my ($ix, $conf) = @_; $_[1] =~ s/.../.../ },
+#                        # edits nginx.conf once the backends run
 #   );
 #   $ix->t;  $ix->prosody;  $ix->ejabberd;  $ix->backend('ejabberd');
 #   $ix->domain('ejabberd');   # p.test (Prosody), e.test (ejabberd)
@@ -122,7 +124,9 @@ sub new {
     }
 
     $t->gen_cert('xmpp', cn => 'proxy.test', alt => ['proxy.test', values %DOMAIN]);
-    $t->write_file_expand('nginx.conf', $self->_conf(%o));
+    my $conf = $self->_conf(%o);
+    $o{conf_filter}->($self, $conf) if $o{conf_filter};
+    $t->write_file_expand('nginx.conf', $conf);
     $t->run();
     return $self;
 }
@@ -362,7 +366,8 @@ sub program_cells {
 
 sub token { join '', map { sprintf '%02x', int rand 256 } 1 .. 6 }
 
-# peer_login($user, $backend, mode => 'starttls'|'tls', resource => 'peer'):
+# peer_login($user, $backend, mode => 'starttls'|'tls', resource => 'peer',
+#     port => N, local_addr => '127.0.0.2', password => ...):
 # an XT::XMPP connection, authenticated, bound, available; {jid} is the
 # full JID.  Dies with the reason on failure.
 sub peer_login {
@@ -370,8 +375,7 @@ sub peer_login {
     my $mode = $o{mode} // 'starttls';
     my $dom = $self->domain($backend);
     my $res = $o{resource} // 'peer';
-    my $c = XT::XMPP->new(port => $self->port($mode), timeout => 10,
-        ($mode eq 'tls' ? (ssl => 1, ssl_opts => { SSL_hostname => $dom }) : ()))
+    my $c = raw_connect($o{port} // $self->port($mode), $mode, $dom, $o{local_addr})
         or die "peer $user: $XT::XMPP::ERROR\n";
 
     my $expect = sub {
@@ -405,6 +409,22 @@ sub peer_login {
     $c->send("<iq type='set' id='sess1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
     $c->send("<presence/>");
     return $c;
+}
+
+# raw_connect($port, $mode, $domain, $local_addr): an XT::XMPP connection,
+# TLS from the start in mode "tls"; from $local_addr (e.g. 127.0.0.2) if
+# given.
+sub raw_connect {
+    my ($port, $mode, $dom, $local) = @_;
+    no warnings 'redefine';
+    my $orig = \&IO::Socket::INET::new;
+    local *IO::Socket::INET::new = sub {
+        my ($class, %a) = @_;
+        $a{LocalAddr} = $local if $local && $a{PeerPort};
+        return $orig->($class, %a);
+    };
+    return XT::XMPP->new(port => $port, timeout => 10,
+        ($mode eq 'tls' ? (ssl => 1, ssl_opts => { SSL_hostname => $dom }) : ()));
 }
 
 sub xml_escape {
@@ -513,7 +533,9 @@ sub child_output {
 }
 
 # exchange($backend, $mode, cmd => sub { my (%a) = @_; @argv }, timeout => 20,
-#     reply_to => sub { my (%a) = @_; JID })   # default: the ping's sender
+#     reply_to => sub { my (%a) = @_; JID },   # default: the ping's sender
+#     port => N, peer_port => N,               # default: the suite's servers
+#     backend_port => N)    # the Auth-Port expected in auth.log
 # The program gets (host, port, mode, domain, jid, password, to, body,
 # expect, timeout) and must: log in as jid through host:port in that mode
 # (certificates not verified), bind, print "BOUND <full jid>", send body to
@@ -528,13 +550,13 @@ sub exchange {
     my $tok = token();
     my $alice = "alice\@$dom";
     my %a = (
-        host => '127.0.0.1', port => $self->port($mode), mode => $mode,
+        host => '127.0.0.1', port => $o{port} // $self->port($mode), mode => $mode,
         domain => $dom, jid => $alice, password => 'alice-pw',
         user => 'alice', to => "bob\@$dom", body => "ping $tok",
         expect => "pong $tok", timeout => $timeout,
     );
 
-    my $bob = eval { $self->peer_login('bob', $backend) };
+    my $bob = eval { $self->peer_login('bob', $backend, port => $o{peer_port}) };
     unless ($bob) {
         fail("$label: peer bob logs in through nginx");
         diag($@);
@@ -563,7 +585,8 @@ sub exchange {
         . ($h->{killed} ? ', killed at timeout' : '') . "):\n$out") };
 
     my @auth = grep { $_->{user} eq $alice } $self->auth_log;
-    my $via = @auth > $auth0 && $auth[-1]{port} eq $self->backend($backend)->port;
+    my $via = @auth > $auth0
+        && $auth[-1]{port} eq ($o{backend_port} // $self->backend($backend)->port);
     my $bound = $out =~ m{^BOUND \Q$alice\E/\S+}m;
     ok($bound && $via, "$label: alice logged in through nginx and bound") or do {
         diag("$label: no auth_http request for $alice to $backend") unless $via;
