@@ -78,7 +78,7 @@ my $auth = XT::FakeServer->new(dir => $t->testdir . '/auth',
     });
 
 $t->run();
-$t->plan(47);
+$t->plan(48);
 
 my $port = $t->port(5222);
 my $port_off = $t->port(5224);
@@ -276,6 +276,13 @@ ok($req && !grep({ /[\r\n]/ || /^X-Injected/i } @lines)
     && ($user // '') =~ /^Auth-User: alice\@ex\S*X-Injected\S*$/,
     'no header injected into the auth request')
     or diag(XT::XMPP::_show($req));
+
+# no worker process exited meanwhile (a crash shows up here even when no
+# signal is logged)
+
+my $log = $t->read_file('error.log') // '';
+ok($log !~ /worker process \d+ exited/, 'no worker process exited')
+    or diag(join "\n", $log =~ /^.*worker process \d+ exited.*$/mg);
 
 ###############################################################################
 
