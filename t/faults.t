@@ -164,9 +164,9 @@ fault('auth_http answers 500', 'e500', qr/$TEMP@{[ serr('internal-server-error')
 fault('auth_http answers garbage', 'garbage',
     qr/$TEMP@{[ serr('internal-server-error') ]}/,
     qr/auth http server .* sent invalid/);
+# (nginx's auth_http module logs nothing when the server closes early)
 fault('auth_http closes without an answer', 'closeauth',
-    qr/$TEMP@{[ serr('internal-server-error') ]}/,
-    qr/auth http server .* (?:sent invalid response|closed|prematurely)/);
+    qr/$TEMP@{[ serr('internal-server-error') ]}/, undef);
 fault('auth_http OK without Auth-Server/Auth-Port', 'noserver',
     qr/$TEMP@{[ serr('internal-server-error') ]}/,
     qr/auth http server .* did not send server or port/);
