@@ -10,14 +10,19 @@ package XT::Interop;
 #       ejabberd => { proxy_protocol => 1 },    # more XT::Ejabberd options
 #       prosody  => { ... },                    # more XT::Prosody options
 #       users    => ['alice', 'bob'],    # on every backend, password "$u-pw"
+#       domains  => { prosody => ['a.test', ...], ... },  # default: one each
+#                   # (users are registered on every domain of a backend)
 #       mail     => '...',   # extra lines at the end of the mail block
 #       http     => '...',   # extra lines in the http block
-#       routes   => { 'p.test' => PORT, ... },  # instead of domain routing
+#       routes   => { 'a.test' => 'prosody', 'b.test' => PORT, ... },
+#                   # domain => backend name or port (default: each
+#                   # backend's first domain to it)
 #       conf_filter => sub { my ($ix, $conf) = @_; $_[1] =~ s/.../.../ },
 #                        # edits nginx.conf once the backends run
 #   );
 #   $ix->t;  $ix->prosody;  $ix->ejabberd;  $ix->backend('ejabberd');
-#   $ix->domain('ejabberd');   # p.test (Prosody), e.test (ejabberd)
+#   $ix->domain('ejabberd');   # p.test (Prosody), e.test (ejabberd): the
+#                              # first of the backend's domains
 #   $ix->port('starttls');     # nginx: 'starttls' port or direct 'tls' port
 #
 # nginx: a STARTTLS ("starttls only") and a direct TLS XMPP server, an
@@ -110,20 +115,22 @@ sub new {
 
     my $dir = $t->testdir;
     for my $b (@backends) {
-        my $dom = $DOMAIN{$b};
-        my @users = map { [$_, $dom, "$_-pw"] } @{ $self->{users} };
+        my @doms = @{ $o{domains}{$b} // [$DOMAIN{$b}] };
+        $self->{domains}{$b} = \@doms;
+        my @users = map { my $d = $_; map { [$_, $d, "$_-pw"] } @{ $self->{users} } } @doms;
         if ($b eq 'prosody') {
             $self->{prosody} = XT::Prosody->new(dir => "$dir/prosody",
-                domains => [$dom], users => \@users, %{ $o{prosody} // {} });
+                domains => \@doms, users => \@users, %{ $o{prosody} // {} });
         } elsif ($b eq 'ejabberd') {
             $self->{ejabberd} = XT::Ejabberd->new(dir => "$dir/ejabberd",
-                domains => [$dom], users => \@users, %{ $o{ejabberd} // {} });
+                domains => \@doms, users => \@users, %{ $o{ejabberd} // {} });
         } else {
             die "XT::Interop: unknown backend $b\n";
         }
     }
 
-    $t->gen_cert('xmpp', cn => 'proxy.test', alt => ['proxy.test', values %DOMAIN]);
+    my %alt = map { $_ => 1 } 'proxy.test', map { @$_ } values %{ $self->{domains} };
+    $t->gen_cert('xmpp', cn => 'proxy.test', alt => [sort keys %alt]);
     my $conf = $self->_conf(%o);
     $o{conf_filter}->($self, $conf) if $o{conf_filter};
     $t->write_file_expand('nginx.conf', $conf);
@@ -136,7 +143,7 @@ sub prosody  { $_[0]{prosody} }
 sub ejabberd { $_[0]{ejabberd} }
 sub backends { @{ $_[0]{backends} } }
 sub backend  { $_[0]{ $_[1] } }
-sub domain   { $DOMAIN{ $_[1] } // die "XT::Interop: no backend $_[1]\n" }
+sub domain   { $_[0]{domains}{ $_[1] }[0] // die "XT::Interop: no backend $_[1]\n" }
 sub modes    { qw(starttls tls) }
 sub mode_title { $MODE_TITLE{ $_[1] } // $_[1] }
 
@@ -150,12 +157,14 @@ sub _conf {
     my %routes = %{ $o{routes} // {} };
     unless (%routes) {
         for my $b ($self->backends) {
-            $routes{ $DOMAIN{$b} } = $self->{$b}->port;
+            $routes{ $self->domain($b) } = $self->{$b}->port;
         }
     }
     my $map = join '', map {
         (my $re = $_) =~ s/\./\\./g;
-        "        ~\@$re\$  $routes{$_};\n"
+        my $to = $routes{$_};
+        $to = $self->{$to}->port if ref $self->{$to};
+        "        ~\@$re\$  $to;\n"
     } sort keys %routes;
     my $http = $o{http} // '';
     my $mail = $o{mail} // '';
@@ -367,13 +376,13 @@ sub program_cells {
 sub token { join '', map { sprintf '%02x', int rand 256 } 1 .. 6 }
 
 # peer_login($user, $backend, mode => 'starttls'|'tls', resource => 'peer',
-#     port => N, local_addr => '127.0.0.2', password => ...):
+#     port => N, local_addr => '127.0.0.2', password => ..., domain => ...):
 # an XT::XMPP connection, authenticated, bound, available; {jid} is the
 # full JID.  Dies with the reason on failure.
 sub peer_login {
     my ($self, $user, $backend, %o) = @_;
     my $mode = $o{mode} // 'starttls';
-    my $dom = $self->domain($backend);
+    my $dom = $o{domain} // $self->domain($backend);
     my $res = $o{resource} // 'peer';
     my $c = raw_connect($o{port} // $self->port($mode), $mode, $dom, $o{local_addr})
         or die "peer $user: $XT::XMPP::ERROR\n";
