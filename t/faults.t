@@ -143,7 +143,9 @@ $t->run();
 $t->plan(29);
 
 my $port = $t->port(5222);
-my $BOUND = $t->has_feature('asan') ? 2.5 : 1.5;
+# (XT_TIME_SCALE: t/valgrind runs everything slower)
+my $SCALE = $ENV{XT_TIME_SCALE} // 1;
+my $BOUND = ($t->has_feature('asan') ? 2.5 : 1.5) * $SCALE;
 
 my $TEMP = qr{<failure $SASL><temporary-auth-failure/></failure>};
 sub serr { qr{<stream:error><$_[0] xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>\z} }
@@ -201,7 +203,7 @@ fault('backend answers <failure/>', 'failure',
     my $c = login('splice');
     my $s = $c->read_element // '';
     $c->send($HDR);
-    my $eof = $c->eof_within(2);
+    my $eof = $c->eof_within(2 * $SCALE);
     like($s . $c->buffer, qr{^<success \Q$SASL\E/><\?xml.*<message><body>half\z}s,
         'backend closes in the splice: what it sent arrives');
     ok($eof, 'backend closes in the splice: the client connection is closed');
@@ -279,7 +281,7 @@ sub fault {
     ok(!@why, "$name: client") or diag(join "\n", @why,
         'got: ...' . XT::XMPP::_show(substr($c->buffer, -190)));
     return unless $logre;
-    my $end = time() + 2;
+    my $end = time() + 2 * $SCALE;
     my $log;
     while (time() < $end) {
         $log = substr($t->read_file('error.log') // '', $off);
