@@ -19,6 +19,12 @@ static ngx_int_t ngx_mail_xmpp_auth(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s,
     ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_server_stream(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_dialback(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
+static ngx_int_t ngx_mail_xmpp_token(ngx_str_t *id);
 static ngx_int_t ngx_mail_xmpp_append(ngx_mail_session_t *s,
     ngx_connection_t *c, u_char *data, size_t len);
 
@@ -27,6 +33,11 @@ static u_char  xmpp_header_start[] =
     "<?xml version='1.0'?>"
     "<stream:stream xmlns='jabber:client'"
     " xmlns:stream='http://etherx.jabber.org/streams' from='";
+static u_char  xmpp_server_header_start[] =
+    "<?xml version='1.0'?>"
+    "<stream:stream xmlns='jabber:server'"
+    " xmlns:stream='http://etherx.jabber.org/streams'"
+    " xmlns:db='jabber:server:dialback' from='";
 static u_char  xmpp_header_id[] = "' id='";
 static u_char  xmpp_header_end[] = "' version='1.0' xml:lang='en'>";
 
@@ -65,7 +76,9 @@ static ngx_str_t  ngx_mail_xmpp_stream_errors[] = {
     ngx_string("remote-connection-failed"),
     ngx_string("restricted-xml"),
     ngx_string("unsupported-encoding"),
-    ngx_string("unsupported-version")
+    ngx_string("unsupported-version"),
+    ngx_string("invalid-from"),
+    ngx_null_string
 };
 
 
@@ -100,6 +113,8 @@ ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     }
 
     ngx_mail_set_ctx(s, ctx, ngx_mail_xmpp_module);
+
+    ctx->server = (s->protocol == NGX_MAIL_XMPP_SERVER_PROTOCOL);
 
     /*
      * The client speaks first: no greeting.  After a PROXY protocol
@@ -166,6 +181,8 @@ ngx_mail_xmpp_init_protocol(ngx_event_t *rev)
     ctx->utf8 = 0;
     ctx->element = 0;
     ctx->error = NGX_XMPP_ERR_NONE;
+    ctx->db_prefix_len = 0;
+    ctx->remote.len = 0;
 
     s->state = 0;
     s->mail_state = ngx_xmpp_start;
@@ -280,6 +297,11 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
             rc = ngx_mail_xmpp_auth(s, c);
             break;
 
+        case NGX_XMPP_DB_RESULT:
+        case NGX_XMPP_DB_VERIFY:
+            rc = ngx_mail_xmpp_dialback(s, c);
+            break;
+
         case NGX_XMPP_RESPONSE:
 
             if (s->mail_state != ngx_xmpp_auth_plain) {
@@ -304,6 +326,11 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
             ngx_str_set(&s->out, xmpp_aborted);
             break;
         }
+    }
+
+    if (rc == NGX_AGAIN) {
+        /* handed over to the relay */
+        return;
     }
 
     if (s->buffer->pos < s->buffer->last) {
@@ -368,6 +395,7 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     u_char                    *p;
     size_t                     len;
+    ngx_int_t                  rc;
     ngx_str_t                 *features;
     ngx_mail_xmpp_ctx_t       *ctx;
     ngx_mail_xmpp_srv_conf_t  *xcf;
@@ -383,7 +411,15 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
     ctx->stream = 1;
 
-    features = &xcf->features;
+    if (ctx->server) {
+        rc = ngx_mail_xmpp_server_stream(s, c);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    features = ctx->server ? &xcf->server_features : &xcf->features;
 
 #if (NGX_MAIL_SSL)
 
@@ -391,16 +427,18 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
         sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
 
         if (sslcf->starttls == NGX_MAIL_STARTTLS_ON) {
-            features = &xcf->starttls_features;
+            features = ctx->server ? &xcf->server_starttls_features
+                                   : &xcf->starttls_features;
 
         } else if (sslcf->starttls == NGX_MAIL_STARTTLS_ONLY) {
-            features = &xcf->starttls_only_features;
+            features = ctx->server ? &xcf->server_starttls_only_features
+                                   : &xcf->starttls_only_features;
         }
     }
 
 #endif
 
-    len = sizeof(xmpp_header_start) - 1
+    len = sizeof(xmpp_server_header_start) - 1
           + ngx_mail_xmpp_escaped_len(&ctx->host)
           + sizeof(xmpp_header_id) - 1 + 16
           + sizeof(xmpp_header_end) - 1
@@ -413,7 +451,14 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
     s->out.data = p;
 
-    p = ngx_cpymem(p, xmpp_header_start, sizeof(xmpp_header_start) - 1);
+    if (ctx->server) {
+        p = ngx_cpymem(p, xmpp_server_header_start,
+                       sizeof(xmpp_server_header_start) - 1);
+
+    } else {
+        p = ngx_cpymem(p, xmpp_header_start, sizeof(xmpp_header_start) - 1);
+    }
+
     p = ngx_mail_xmpp_escape(p, &ctx->host);
     p = ngx_cpymem(p, xmpp_header_id, sizeof(xmpp_header_id) - 1);
     p = ngx_sprintf(p, "%08xD%08xD", (uint32_t) ngx_random(),
@@ -632,17 +677,263 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
 }
 
 
+/*
+ * Server-to-server.  A dialback key is bound to the stream id of the
+ * receiving server (XEP-0220), and the backend verifies it with its own
+ * stream id: so after TLS the remote server must see the backend's stream
+ * header, not one of nginx.  When the remote opens its stream after TLS,
+ * nginx asks auth_http which backend serves the "to" domain, opens a
+ * stream to it on behalf of the remote, relays the backend's header and
+ * features, then checks the remote's first element, a dialback request,
+ * forwards it and relays the rest.
+ */
+
+static ngx_int_t
+ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    u_char               *p;
+    size_t                len;
+    ngx_mail_xmpp_ctx_t  *ctx;
+#if (NGX_MAIL_SSL)
+    ngx_mail_ssl_conf_t  *sslcf;
+
+    sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
+
+    if (c->ssl == NULL && sslcf->starttls != NGX_MAIL_STARTTLS_OFF) {
+        /* nginx's own header and STARTTLS first */
+        return NGX_DECLINED;
+    }
+#endif
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    if (ngx_mail_xmpp_domain(&ctx->remote) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "remote server sent invalid or no \"from\"");
+        ctx->error = NGX_XMPP_ERR_INVALID_FROM;
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+
+    if (ngx_mail_xmpp_domain(&ctx->host) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "remote server sent invalid \"to\"");
+        ctx->error = NGX_XMPP_ERR_HOST_UNKNOWN;
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+
+    /* both are host names: nothing to escape in the request */
+
+    len = sizeof("Auth-XMPP-From: " CRLF "Auth-XMPP-To: " CRLF) - 1
+          + ctx->remote.len + ctx->host.len;
+
+    p = ngx_pnalloc(c->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->auth_http_headers.data = p;
+    s->auth_http_headers.len = ngx_sprintf(p, "Auth-XMPP-From: %V" CRLF
+                                           "Auth-XMPP-To: %V" CRLF,
+                                           &ctx->remote, &ctx->host)
+                               - p;
+
+    /* Auth-User is the remote domain, it is not authenticated yet */
+
+    s->login = ctx->remote;
+    ngx_str_set(&s->passwd, "");
+    s->auth_method = NGX_MAIL_AUTH_EXTERNAL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp server stream from \"%V\" to \"%V\"",
+                   &ctx->remote, &ctx->host);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    u_char               *p;
+    size_t                len;
+    ngx_str_t             key;
+    ngx_uint_t            verify;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    verify = (s->command == NGX_XMPP_DB_VERIFY);
+
+    if (s->mail_state != ngx_xmpp_dialback) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "remote server sent dialback before STARTTLS");
+        ctx->error = NGX_XMPP_ERR_NOT_AUTHORIZED;
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+
+    /*
+     * The element is forwarded as nginx writes it, not as received: the
+     * backend sees known attributes with checked values only.
+     */
+
+    if (ngx_mail_xmpp_domain(&ctx->db_from) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "remote server sent dialback with invalid \"from\"");
+        ctx->error = NGX_XMPP_ERR_INVALID_FROM;
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+
+    if (ngx_mail_xmpp_domain(&ctx->db_to) != NGX_OK
+        || ctx->db_to.len != ctx->host.len
+        || ngx_strncasecmp(ctx->db_to.data, ctx->host.data, ctx->host.len)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "remote server sent dialback with \"to\" \"%V\" "
+                      "not the stream's \"%V\"", &ctx->db_to, &ctx->host);
+        ctx->error = NGX_XMPP_ERR_HOST_UNKNOWN;
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+
+    key.data = ctx->text_start;
+    key.len = ctx->text_end - ctx->text_start;
+
+    if (key.len == 0 || key.len > 1024 || ctx->bad_text
+        || (verify && ngx_mail_xmpp_token(&ctx->db_id) != NGX_OK))
+    {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "remote server sent malformed dialback element");
+        ctx->error = NGX_XMPP_ERR_BAD_FORMAT;
+        return NGX_MAIL_PARSE_INVALID_COMMAND;
+    }
+
+    len = sizeof("<db:verify from='' to='' id=''></db:verify>") - 1
+          + ctx->db_from.len + ctx->db_to.len + ctx->db_id.len + key.len;
+
+    p = ngx_pnalloc(c->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->dialback.data = p;
+
+    if (verify) {
+        p = ngx_sprintf(p, "<db:verify from='%V' to='%V' id='%V'>%V"
+                        "</db:verify>",
+                        &ctx->db_from, &ctx->db_to, &ctx->db_id, &key);
+
+    } else {
+        p = ngx_sprintf(p, "<db:result from='%V' to='%V'>%V</db:result>",
+                        &ctx->db_from, &ctx->db_to, &key);
+    }
+
+    ctx->dialback.len = p - ctx->dialback.data;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp dialback %s from \"%V\" to \"%V\"",
+                   verify ? "verify" : "result", &ctx->db_from, &ctx->db_to);
+
+    ngx_mail_xmpp_proxy_dialback(s);
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_domain(ngx_str_t *name)
+{
+    size_t  i;
+
+    /* letters, digits, "-", "." and UTF-8 (IDN): nothing to escape */
+
+    if (name->len == 0 || name->len > 1023) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        if (!((name->data[i] | 0x20) >= 'a' && (name->data[i] | 0x20) <= 'z')
+            && !(name->data[i] >= '0' && name->data[i] <= '9')
+            && name->data[i] != '-' && name->data[i] != '.'
+            && name->data[i] < 0x80)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_token(ngx_str_t *id)
+{
+    size_t   i;
+    u_char   ch;
+
+    /* a stream id: what servers use, nothing that needs escaping */
+
+    if (id->len == 0 || id->len > 256) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < id->len; i++) {
+        ch = id->data[i];
+
+        if (!((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')
+            && !(ch >= '0' && ch <= '9')
+            && ch != '-' && ch != '.' && ch != '_' && ch != '+'
+            && ch != '/' && ch != '=')
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_str_t *code)
 {
-    ngx_uint_t  i, cond;
+    ngx_uint_t            i, cond;
+    ngx_mail_xmpp_ctx_t  *ctx;
 
     /*
      * Auth-Error-Code: an RFC 6120 SASL condition name is used as is;
      * SMTP-style codes map by class: 4xx is temporary-auth-failure,
      * anything else not-authorized.
      */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    if (ctx->server) {
+
+        /*
+         * server-to-server: the auth server does not know the domain,
+         * or Auth-Error-Code names another stream error condition
+         */
+
+        for (i = 1; ngx_mail_xmpp_stream_errors[i].len; i++) {
+            if (code->len == ngx_mail_xmpp_stream_errors[i].len
+                && ngx_strncasecmp(code->data,
+                                   ngx_mail_xmpp_stream_errors[i].data,
+                                   code->len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (ngx_mail_xmpp_stream_errors[i].len == 0) {
+            i = NGX_XMPP_ERR_HOST_UNKNOWN;
+        }
+
+        s->out.len = 0;
+        s->quit = 1;
+
+        return ngx_mail_xmpp_stream_error(s, s->connection, i);
+    }
 
     cond = NGX_XMPP_SASL_NOT_AUTHORIZED;
 
@@ -760,7 +1051,7 @@ ngx_mail_xmpp_stream_error(ngx_mail_session_t *s, ngx_connection_t *c,
 
         /* an error on the stream header still needs a header of ours */
 
-        len += sizeof(xmpp_header_start) - 1
+        len += sizeof(xmpp_server_header_start) - 1
                + ngx_mail_xmpp_escaped_len(&cscf->server_name)
                + sizeof(xmpp_header_id) - 1 + 16
                + sizeof(xmpp_header_end) - 1;
@@ -774,7 +1065,16 @@ ngx_mail_xmpp_stream_error(ngx_mail_session_t *s, ngx_connection_t *c,
     p = buf;
 
     if (!ctx->header_sent) {
-        p = ngx_cpymem(p, xmpp_header_start, sizeof(xmpp_header_start) - 1);
+
+        if (ctx->server) {
+            p = ngx_cpymem(p, xmpp_server_header_start,
+                           sizeof(xmpp_server_header_start) - 1);
+
+        } else {
+            p = ngx_cpymem(p, xmpp_header_start,
+                           sizeof(xmpp_header_start) - 1);
+        }
+
         p = ngx_mail_xmpp_escape(p, &cscf->server_name);
         p = ngx_cpymem(p, xmpp_header_id, sizeof(xmpp_header_id) - 1);
         p = ngx_sprintf(p, "%08xD%08xD", (uint32_t) ngx_random(),

@@ -32,6 +32,12 @@ static ngx_conf_bitmask_t  ngx_mail_xmpp_auth_methods[] = {
     " xmlns:stream='http://etherx.jabber.org/streams'"                       \
     " version='1.0' xml:lang='en'>"
 
+#define NGX_XMPP_SERVER_HEADER                                               \
+    "<?xml version='1.0'?>"                                                  \
+    "<stream:stream xmlns='jabber:server'"                                   \
+    " xmlns:stream='http://etherx.jabber.org/streams'"                       \
+    " xmlns:db='jabber:server:dialback' version='1.0' xml:lang='en'>"
+
 
 static ngx_mail_protocol_t  ngx_mail_xmpp_protocol = {
     ngx_string("xmpp"),
@@ -54,6 +60,37 @@ static ngx_mail_protocol_t  ngx_mail_xmpp_protocol = {
                " xml:lang='en'>SSL certificate error</text>"
                "</stream:error></stream:stream>"),
     ngx_string(NGX_XMPP_HEADER
+               "<stream:error><policy-violation xmlns='"
+               NGX_XMPP_ERR_NS "'/><text xmlns='" NGX_XMPP_ERR_NS "'"
+               " xml:lang='en'>No required SSL certificate</text>"
+               "</stream:error></stream:stream>"),
+
+    ngx_mail_xmpp_auth_error,
+    ngx_mail_xmpp_proxy_handler
+};
+
+
+/* server-to-server streams: the same module, with dialback */
+
+static ngx_mail_protocol_t  ngx_mail_xmpp_server_protocol = {
+    ngx_string("xmpp-server"),
+    ngx_string("\x0bxmpp-server"),
+    { 5269, 5270, 0, 0 },
+    NGX_MAIL_XMPP_SERVER_PROTOCOL,
+
+    ngx_mail_xmpp_init_session,
+    ngx_mail_xmpp_init_protocol,
+    ngx_mail_xmpp_parse_command,
+    ngx_mail_xmpp_auth_state,
+
+    ngx_string("<stream:error><internal-server-error xmlns='"
+               NGX_XMPP_ERR_NS "'/></stream:error></stream:stream>"),
+    ngx_string(NGX_XMPP_SERVER_HEADER
+               "<stream:error><policy-violation xmlns='"
+               NGX_XMPP_ERR_NS "'/><text xmlns='" NGX_XMPP_ERR_NS "'"
+               " xml:lang='en'>SSL certificate error</text>"
+               "</stream:error></stream:stream>"),
+    ngx_string(NGX_XMPP_SERVER_HEADER
                "<stream:error><policy-violation xmlns='"
                NGX_XMPP_ERR_NS "'/><text xmlns='" NGX_XMPP_ERR_NS "'"
                " xml:lang='en'>No required SSL certificate</text>"
@@ -150,6 +187,38 @@ ngx_module_t  ngx_mail_xmpp_module = {
 };
 
 
+/*
+ * "protocol xmpp-server": the directives and the configuration are those
+ * of ngx_mail_xmpp_module, this module only makes the protocol known
+ */
+
+static ngx_mail_module_t  ngx_mail_xmpp_server_module_ctx = {
+    &ngx_mail_xmpp_server_protocol,        /* protocol */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL                                   /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_mail_xmpp_server_module = {
+    NGX_MODULE_V1,
+    &ngx_mail_xmpp_server_module_ctx,      /* module context */
+    NULL,                                  /* module directives */
+    NGX_MAIL_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 static void *
 ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
 {
@@ -199,6 +268,13 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     static u_char  plain[] =
                        "<mechanisms xmlns='" NGX_XMPP_SASL_NS "'>"
                        "<mechanism>PLAIN</mechanism></mechanisms>";
+    static u_char  dialback[] =
+                       "<dialback xmlns='urn:xmpp:features:dialback'/>";
+    static u_char  server_starttls[] =
+                       "<stream:features><starttls xmlns='"
+                       NGX_XMPP_TLS_NS "'/><dialback"
+                       " xmlns='urn:xmpp:features:dialback'/>"
+                       "</stream:features>";
 
     ngx_conf_merge_size_value(conf->client_buffer_size,
                               prev->client_buffer_size,
@@ -302,6 +378,28 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
     p = ngx_cpymem(p, starttls_required, sizeof(starttls_required) - 1);
     ngx_memcpy(p, features_end, sizeof(features_end) - 1);
+
+    /* server-to-server: dialback instead of SASL */
+
+    size = sizeof(features_start) - 1 + sizeof(dialback) - 1
+           + sizeof(features_end) - 1;
+
+    p = ngx_pnalloc(cf->pool, size);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    conf->server_features.len = size;
+    conf->server_features.data = p;
+
+    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
+    p = ngx_cpymem(p, dialback, sizeof(dialback) - 1);
+    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
+
+    conf->server_starttls_features.len = sizeof(server_starttls) - 1;
+    conf->server_starttls_features.data = server_starttls;
+
+    conf->server_starttls_only_features = conf->starttls_only_features;
 
     return NGX_CONF_OK;
 }

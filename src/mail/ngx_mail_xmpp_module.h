@@ -26,6 +26,8 @@
 #define NGX_XMPP_AUTH                4
 #define NGX_XMPP_RESPONSE            5
 #define NGX_XMPP_ABORT               6
+#define NGX_XMPP_DB_RESULT           7
+#define NGX_XMPP_DB_VERIFY           8
 
 
 /* stream errors, RFC 6120 section 4.9.3 */
@@ -43,6 +45,7 @@
 #define NGX_XMPP_ERR_RESTRICTED_XML         10
 #define NGX_XMPP_ERR_UNSUPPORTED_ENCODING   11
 #define NGX_XMPP_ERR_UNSUPPORTED_VERSION    12
+#define NGX_XMPP_ERR_INVALID_FROM           13
 
 
 /* SASL failure conditions, RFC 6120 section 6.5 */
@@ -62,7 +65,8 @@
 
 typedef enum {
     ngx_xmpp_start = 0,
-    ngx_xmpp_auth_plain
+    ngx_xmpp_auth_plain,
+    ngx_xmpp_dialback           /* s2s: the backend's features relayed */
 } ngx_xmpp_state_e;
 
 
@@ -112,6 +116,10 @@ typedef struct {
     ngx_str_t               features;
     ngx_str_t               starttls_features;
     ngx_str_t               starttls_only_features;
+
+    ngx_str_t               server_features;
+    ngx_str_t               server_starttls_features;
+    ngx_str_t               server_starttls_only_features;
 } ngx_mail_xmpp_srv_conf_t;
 
 
@@ -146,6 +154,18 @@ typedef struct {
     ngx_uint_t              elem_ns;
     ngx_uint_t              default_ns;
 
+    /* server-to-server: the stream "from" and a dialback element */
+
+    ngx_str_t               remote;
+    ngx_str_t               db_from;
+    ngx_str_t               db_to;
+    ngx_str_t               db_id;
+    ngx_str_t               dialback;       /* to forward to the backend */
+    size_t                  db_prefix_len;
+    u_char                  db_prefix[NGX_MAIL_XMPP_NAME_LEN];
+
+    unsigned                server:1;       /* xmpp-server protocol */
+    unsigned                up_wait:1;      /* s2s backend waits */
     unsigned                stream:1;       /* client stream header seen */
     unsigned                header_sent:1;  /* our stream header sent */
     unsigned                decl:1;
@@ -197,6 +217,7 @@ ngx_int_t ngx_mail_xmpp_parse_command(ngx_mail_session_t *s);
 ngx_int_t ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_str_t *code);
 void ngx_mail_xmpp_proxy_handler(ngx_event_t *rev);
+void ngx_mail_xmpp_proxy_dialback(ngx_mail_session_t *s);
 ngx_int_t ngx_mail_xmpp_parse_upstream(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, ngx_buf_t *b);
 
@@ -221,6 +242,7 @@ ngx_int_t ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s,
 
 
 extern ngx_module_t  ngx_mail_xmpp_module;
+extern ngx_module_t  ngx_mail_xmpp_server_module;
 
 
 #endif /* _NGX_MAIL_XMPP_MODULE_H_INCLUDED_ */

@@ -29,7 +29,8 @@
 #define NGX_XMPP_NS_SERVER   3
 #define NGX_XMPP_NS_TLS      4
 #define NGX_XMPP_NS_SASL     5
-#define NGX_XMPP_NS_OTHER    6
+#define NGX_XMPP_NS_DIALBACK 6
+#define NGX_XMPP_NS_OTHER    7
 
 
 #define NGX_XMPP_EL_NONE        0
@@ -41,6 +42,8 @@
 #define NGX_XMPP_EL_RESPONSE    6
 #define NGX_XMPP_EL_ABORT       7
 #define NGX_XMPP_EL_CHILD       8    /* start tag inside the stream */
+#define NGX_XMPP_EL_DB_RESULT   9
+#define NGX_XMPP_EL_DB_VERIFY   10
 
 
 #define NGX_XMPP_AT_NONE     0
@@ -51,6 +54,11 @@
 #define NGX_XMPP_AT_MECH     5
 #define NGX_XMPP_AT_ENCODING 6
 #define NGX_XMPP_AT_OTHER    7
+#define NGX_XMPP_AT_FROM     8
+#define NGX_XMPP_AT_DECL     9
+#define NGX_XMPP_AT_DB_FROM  10
+#define NGX_XMPP_AT_DB_TO    11
+#define NGX_XMPP_AT_DB_ID    12
 
 
 #define NGX_XMPP_MECH_LEN    20
@@ -73,6 +81,7 @@ static ngx_str_t  ngx_mail_xmpp_namespaces[] = {
     ngx_string("jabber:server"),
     ngx_string("urn:ietf:params:xml:ns:xmpp-tls"),
     ngx_string("urn:ietf:params:xml:ns:xmpp-sasl"),
+    ngx_string("jabber:server:dialback"),
 };
 
 
@@ -214,6 +223,9 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             ctx->has_mech = 0;
             ctx->bad_text = 0;
             ctx->mech.len = 0;
+            ctx->db_from.len = 0;
+            ctx->db_to.len = 0;
+            ctx->db_id.len = 0;
 
             if (ch == '?') {
                 if (ctx->stream || ctx->decl) {
@@ -659,6 +671,8 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
         case NGX_XMPP_EL_AUTH:
         case NGX_XMPP_EL_RESPONSE:
+        case NGX_XMPP_EL_DB_RESULT:
+        case NGX_XMPP_EL_DB_VERIFY:
 
             if (ctx->empty) {
                 ctx->text_start = NULL;
@@ -716,6 +730,14 @@ done:
 
     case NGX_XMPP_EL_RESPONSE:
         s->command = NGX_XMPP_RESPONSE;
+        break;
+
+    case NGX_XMPP_EL_DB_RESULT:
+        s->command = NGX_XMPP_DB_RESULT;
+        break;
+
+    case NGX_XMPP_EL_DB_VERIFY:
+        s->command = NGX_XMPP_DB_VERIFY;
         break;
 
     default: /* NGX_XMPP_EL_ABORT */
@@ -795,6 +817,10 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
             && ngx_strncmp(name + 6, ctx->name, ctx->prefix_len) == 0)
         {
             ctx->attr = NGX_XMPP_AT_PREFIX;
+
+        } else if (ctx->element == NGX_XMPP_EL_STREAM) {
+            /* a prefix declared for the stream's children, "db" */
+            ctx->attr = NGX_XMPP_AT_DECL;
         }
 
         return NGX_OK;
@@ -827,6 +853,9 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
 
             ctx->has_version = 1;
             ctx->attr = NGX_XMPP_AT_VERSION;
+
+        } else if (len == 4 && ngx_strncmp(name, "from", 4) == 0) {
+            ctx->attr = NGX_XMPP_AT_FROM;
         }
 
         break;
@@ -840,6 +869,18 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
 
             ctx->has_mech = 1;
             ctx->attr = NGX_XMPP_AT_MECH;
+
+        } else if (!ctx->server) {
+            break;
+
+        } else if (len == 4 && ngx_strncmp(name, "from", 4) == 0) {
+            ctx->attr = NGX_XMPP_AT_DB_FROM;
+
+        } else if (len == 2 && name[0] == 't' && name[1] == 'o') {
+            ctx->attr = NGX_XMPP_AT_DB_TO;
+
+        } else if (len == 2 && name[0] == 'i' && name[1] == 'd') {
+            ctx->attr = NGX_XMPP_AT_DB_ID;
         }
 
         break;
@@ -877,7 +918,22 @@ ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 
         break;
 
+    case NGX_XMPP_AT_DECL:
+
+        if (ngx_mail_xmpp_namespace(ctx->value, ctx->value_len)
+            == NGX_XMPP_NS_DIALBACK)
+        {
+            ctx->db_prefix_len = ctx->attr_len - 6;
+            ngx_memcpy(ctx->db_prefix, ctx->attr_name + 6, ctx->db_prefix_len);
+        }
+
+        break;
+
     case NGX_XMPP_AT_TO:
+    case NGX_XMPP_AT_FROM:
+    case NGX_XMPP_AT_DB_FROM:
+    case NGX_XMPP_AT_DB_TO:
+    case NGX_XMPP_AT_DB_ID:
 
         p = ngx_pnalloc(s->connection->pool, ctx->value_len);
         if (p == NULL) {
@@ -886,8 +942,34 @@ ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 
         ngx_memcpy(p, ctx->value, ctx->value_len);
 
-        ctx->host.len = ctx->value_len;
-        ctx->host.data = p;
+        switch (ctx->attr) {
+
+        case NGX_XMPP_AT_TO:
+            ctx->host.len = ctx->value_len;
+            ctx->host.data = p;
+            break;
+
+        case NGX_XMPP_AT_FROM:
+            ctx->remote.len = ctx->value_len;
+            ctx->remote.data = p;
+            break;
+
+        case NGX_XMPP_AT_DB_FROM:
+            ctx->db_from.len = ctx->value_len;
+            ctx->db_from.data = p;
+            break;
+
+        case NGX_XMPP_AT_DB_TO:
+            ctx->db_to.len = ctx->value_len;
+            ctx->db_to.data = p;
+            break;
+
+        default: /* NGX_XMPP_AT_DB_ID */
+            ctx->db_id.len = ctx->value_len;
+            ctx->db_id.data = p;
+            break;
+        }
+
         break;
 
     case NGX_XMPP_AT_VERSION:
@@ -1052,10 +1134,38 @@ ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
         len = ctx->name_len - ctx->prefix_len - 1;
         ns = ctx->elem_ns;
 
+        if (ns == NGX_XMPP_NS_NONE
+            && ctx->db_prefix_len == ctx->prefix_len
+            && ngx_strncmp(ctx->name, ctx->db_prefix, ctx->prefix_len) == 0)
+        {
+            ns = NGX_XMPP_NS_DIALBACK;
+        }
+
     } else {
         local = ctx->name;
         len = ctx->name_len;
         ns = ctx->default_ns;
+    }
+
+    if (ctx->server) {
+
+        if (ns == NGX_XMPP_NS_DIALBACK
+            && len == 6 && ngx_strncmp(local, "result", 6) == 0)
+        {
+            ctx->element = NGX_XMPP_EL_DB_RESULT;
+            return NGX_OK;
+        }
+
+        if (ns == NGX_XMPP_NS_DIALBACK
+            && len == 6 && ngx_strncmp(local, "verify", 6) == 0)
+        {
+            ctx->element = NGX_XMPP_EL_DB_VERIFY;
+            return NGX_OK;
+        }
+
+        if (ns != NGX_XMPP_NS_TLS) {
+            return NGX_XMPP_ERR_NOT_AUTHORIZED;
+        }
     }
 
     if (ns == NGX_XMPP_NS_TLS
@@ -1101,7 +1211,8 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
         len = ctx->name_len - ctx->prefix_len - 1;
 
         if (ctx->elem_ns != NGX_XMPP_NS_STREAMS
-            || ctx->default_ns != NGX_XMPP_NS_CLIENT)
+            || ctx->default_ns != (ctx->server ? NGX_XMPP_NS_SERVER
+                                               : NGX_XMPP_NS_CLIENT))
         {
             return NGX_XMPP_ERR_INVALID_NAMESPACE;
         }

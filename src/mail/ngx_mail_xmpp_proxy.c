@@ -31,6 +31,10 @@ static ngx_int_t ngx_mail_xmpp_proxy_auth(ngx_mail_session_t *s,
 static void ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, u_char *last);
 static void ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s);
+static void ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx);
+static void ngx_mail_xmpp_proxy_wait(ngx_event_t *rev);
+static void ngx_mail_xmpp_proxy_cleanup(void *data);
 static void ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s);
 
 
@@ -40,6 +44,13 @@ static u_char  xmpp_proxy_header_end[] =
     "' version='1.0' xmlns='jabber:client'"
     " xmlns:stream='http://etherx.jabber.org/streams'>";
 
+static u_char  xmpp_proxy_server_header_start[] =
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:server'"
+    " xmlns:stream='http://etherx.jabber.org/streams'"
+    " xmlns:db='jabber:server:dialback' version='1.0' from='";
+static u_char  xmpp_proxy_server_header_to[] = "' to='";
+static u_char  xmpp_proxy_server_header_end[] = "'>";
+
 static u_char  xmpp_proxy_auth_start[] =
     "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>";
 static u_char  xmpp_proxy_auth_end[] = "</auth>";
@@ -47,6 +58,10 @@ static u_char  xmpp_proxy_auth_end[] = "</auth>";
 static u_char  xmpp_proxy_error[] =
     "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
     "<temporary-auth-failure/></failure>"
+    "<stream:error><remote-connection-failed"
+    " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+    "</stream:error></stream:stream>";
+static u_char  xmpp_proxy_server_error[] =
     "<stream:error><remote-connection-failed"
     " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
     "</stream:error></stream:stream>";
@@ -167,6 +182,11 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                     goto unexpected;
                 }
 
+                if (ctx->server) {
+                    ngx_mail_xmpp_proxy_features(s, ctx);
+                    return;
+                }
+
                 if (ngx_mail_xmpp_proxy_auth(s, c) != NGX_OK) {
                     ngx_mail_xmpp_proxy_error(s);
                     return;
@@ -273,6 +293,32 @@ ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
     s->connection->log->action = "sending stream header to upstream";
+
+    if (ctx->server) {
+        line.len = sizeof(xmpp_proxy_server_header_start) - 1
+                   + ctx->remote.len
+                   + sizeof(xmpp_proxy_server_header_to) - 1
+                   + ctx->host.len
+                   + sizeof(xmpp_proxy_server_header_end) - 1;
+
+        line.data = ngx_pnalloc(c->pool, line.len);
+        if (line.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* both domains are host names, checked when parsed */
+
+        p = ngx_cpymem(line.data, xmpp_proxy_server_header_start,
+                       sizeof(xmpp_proxy_server_header_start) - 1);
+        p = ngx_cpymem(p, ctx->remote.data, ctx->remote.len);
+        p = ngx_cpymem(p, xmpp_proxy_server_header_to,
+                       sizeof(xmpp_proxy_server_header_to) - 1);
+        p = ngx_cpymem(p, ctx->host.data, ctx->host.len);
+        ngx_memcpy(p, xmpp_proxy_server_header_end,
+                   sizeof(xmpp_proxy_server_header_end) - 1);
+
+        return ngx_mail_xmpp_proxy_send(s, c, &line);
+    }
 
     /*
      * Auth-User (possibly rewritten by the auth server) is split at the
@@ -442,6 +488,159 @@ ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
 
 
 static void
+ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
+{
+    u_char                    *p;
+    size_t                     len;
+    ngx_buf_t                 *b;
+    ngx_connection_t          *c;
+    ngx_pool_cleanup_t        *cln;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    /*
+     * server-to-server: the backend's stream header (with its stream id,
+     * which dialback keys depend on) and features go to the remote server;
+     * the remote's next element, a dialback request, is checked by nginx
+     */
+
+    c = s->connection;
+    b = s->proxy->buffer;
+
+    len = b->pos - b->start;
+
+    p = ngx_pnalloc(c->pool, len);
+    if (p == NULL) {
+        ngx_mail_xmpp_proxy_error(s);
+        return;
+    }
+
+    ngx_memcpy(p, b->start, len);
+
+    cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (cln == NULL) {
+        ngx_mail_xmpp_proxy_error(s);
+        return;
+    }
+
+    /* the backend connection is closed with the session until handoff */
+
+    cln->handler = ngx_mail_xmpp_proxy_cleanup;
+    cln->data = s;
+    ctx->up_wait = 1;
+
+    s->out.data = p;
+    s->out.len = len;
+
+    ngx_memmove(b->start, b->pos, b->last - b->pos);
+    b->last = b->start + (b->last - b->pos);
+    b->pos = b->start;
+
+    ctx->header_sent = 1;
+
+    s->proxy->upstream.connection->read->handler = ngx_mail_xmpp_proxy_wait;
+
+    s->mail_state = ngx_xmpp_dialback;
+    s->state = 0;
+
+    c->log->action = "reading dialback request";
+    c->read->handler = ngx_mail_xmpp_auth_state;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+    ngx_add_timer(c->read, cscf->timeout);
+
+    ngx_mail_send(c->write);
+
+    if (c->destroyed) {
+        return;
+    }
+
+    if (c->read->ready || s->buffer->pos < s->buffer->last) {
+        ngx_post_event(c->read, &ngx_posted_events);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_mail_xmpp_proxy_error(s);
+    }
+}
+
+
+static void
+ngx_mail_xmpp_proxy_wait(ngx_event_t *rev)
+{
+    ngx_connection_t    *c;
+    ngx_mail_session_t  *s;
+
+    c = rev->data;
+    s = c->data;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, rev->log, 0,
+                   "mail proxy xmpp wait for dialback");
+
+    if (rev->timedout) {
+        ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
+                      "upstream timed out");
+        c->timedout = 1;
+        ngx_mail_xmpp_proxy_error(s);
+        return;
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_mail_xmpp_proxy_error(s);
+    }
+}
+
+
+void
+ngx_mail_xmpp_proxy_dialback(ngx_mail_session_t *s)
+{
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    s->connection->log->action = "sending dialback to upstream";
+
+    ctx->up_wait = 0;
+
+    if (ngx_mail_xmpp_proxy_send(s, s->proxy->upstream.connection,
+                                 &ctx->dialback)
+        != NGX_OK)
+    {
+        ngx_mail_xmpp_proxy_error(s);
+        return;
+    }
+
+    if (s->connection->read->timer_set) {
+        ngx_del_timer(s->connection->read);
+    }
+
+    ngx_mail_proxy_handoff(s);
+}
+
+
+static void
+ngx_mail_xmpp_proxy_cleanup(void *data)
+{
+    ngx_mail_session_t *s = data;
+
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    if (ctx->up_wait && s->proxy && s->proxy->upstream.connection) {
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
+                       "close mail proxy connection: %d",
+                       s->proxy->upstream.connection->fd);
+
+        ngx_close_connection(s->proxy->upstream.connection);
+        s->proxy->upstream.connection = NULL;
+    }
+
+    ctx->up_wait = 0;
+}
+
+
+static void
 ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s)
 {
     ssize_t            n;
@@ -472,6 +671,12 @@ ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s)
 static void
 ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s)
 {
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    ctx->up_wait = 0;
+
     if (s->proxy->upstream.connection) {
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
                        "close mail proxy connection: %d",
@@ -481,7 +686,13 @@ ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s)
         s->proxy->upstream.connection = NULL;
     }
 
-    ngx_str_set(&s->out, xmpp_proxy_error);
+    if (ctx->server) {
+        ngx_str_set(&s->out, xmpp_proxy_server_error);
+
+    } else {
+        ngx_str_set(&s->out, xmpp_proxy_error);
+    }
+
     s->quit = 1;
 
     ngx_mail_send(s->connection->write);
@@ -724,6 +935,12 @@ ngx_mail_xmpp_parse_upstream(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
     }
 
     ctx->up_state = state;
+
+    if (ctx->server && s->mail_state == ngx_xmpp_proxy_features) {
+        /* the header and the features are relayed: keep everything */
+        b->pos = b->last;
+        return NGX_AGAIN;
+    }
 
     /*
      * all input is consumed: keep only an unfinished child of the stream,

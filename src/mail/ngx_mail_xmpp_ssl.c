@@ -269,7 +269,10 @@ ngx_mail_xmpp_cert_cb(ngx_ssl_conn_t *ssl_conn, void *arg)
     name = NULL;
     len = 0;
 
-    if (s->starttls && s->ctx && s->protocol == NGX_MAIL_XMPP_PROTOCOL) {
+    if (s->starttls && s->ctx
+        && (s->protocol == NGX_MAIL_XMPP_PROTOCOL
+            || s->protocol == NGX_MAIL_XMPP_SERVER_PROTOCOL))
+    {
 
         /* STARTTLS: the domain of the stream the client opened */
 

@@ -1,0 +1,253 @@
+#!/usr/bin/perl
+
+# Server-to-server federation through nginx: a real Prosody R (r.test)
+# federates with l.test, whose s2s address is nginx (STARTTLS required,
+# dialback proxied to the real Prosody L behind it).  Names resolve through
+# each Prosody's own hosts file (its libunbound "hoststxt"), so the
+# machine's resolver is not touched: l.test is nginx on 127.X.Y.2:5269,
+# r.test is R on 127.X.Y.3:5269 (random X.Y, loopback only).
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use MIME::Base64 qw(encode_base64);
+use Test::More;
+
+use XT::Nginx qw(free_port);
+use XT::Prosody;
+use XT::XMPP;
+
+my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
+
+my $td = $t->testdir;
+my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my ($nginx_ip, $r_ip) = ("$net.2", "$net.3");
+
+for my $ip ($nginx_ip, $r_ip) {
+    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
+        Listen => 1);
+    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
+}
+
+sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
+
+mkdir "$td/$_" for qw/r l/;
+write_file("$td/r/hosts", "$nginx_ip l.test\n");
+write_file("$td/l/hosts", "$r_ip r.test\n");
+
+# a name server that is not there: SRV lookups fail at once
+write_file("$td/$_/resolv.conf", "nameserver $net.9\n") for qw/r l/;
+
+my $l_s2s = free_port();
+
+sub s2s_extra {
+    my ($d, $port, $ip) = @_;
+    return <<"EOF";
+modules_disabled = { }
+modules_enabled = {
+    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
+}
+s2s_ports = { $port }
+s2s_interfaces = { "$ip" }
+s2s_require_encryption = false
+s2s_secure_auth = false
+unbound = { hoststxt = "$td/$d/hosts"; resolvconf = "$td/$d/resolv.conf" }
+EOF
+}
+
+my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
+    users => [['alice', 'r.test', 'alice-pw']],
+    extra => s2s_extra('r', 5269, $r_ip));
+
+my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
+    users => [['bob', 'l.test', 'bob-pw']],
+    extra => s2s_extra('l', $l_s2s, '127.0.0.1'));
+
+$t->gen_cert('default', cn => 'nginx.test');
+$t->gen_cert('l', cn => 'l.test');
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+
+events {
+}
+
+http {
+    log_format auth '\$http_auth_protocol|\$http_auth_method|'
+                    '\$http_auth_user|\$http_auth_xmpp_from|'
+                    '\$http_auth_xmpp_to|\$http_auth_ssl_protocol';
+
+    map \$http_auth_xmpp_to \$backend_port {
+        l.test   $l_s2s;
+        default  "";
+    }
+
+    map \$http_auth_xmpp_to \$xt_status {
+        l.test   OK;
+        default  "Unknown domain";
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        access_log %%TESTDIR%%/auth.log auth;
+
+        location = /auth {
+            add_header Auth-Status \$xt_status;
+            add_header Auth-Server 127.0.0.1;
+            add_header Auth-Port \$backend_port;
+            return 204;
+        }
+    }
+}
+
+mail {
+    auth_http 127.0.0.1:%%PORT_8081%%/auth;
+
+    ssl_certificate %%TESTDIR%%/default.crt;
+    ssl_certificate_key %%TESTDIR%%/default.key;
+    xmpp_certificate l.test %%TESTDIR%%/l.crt %%TESTDIR%%/l.key;
+
+    server {
+        listen $nginx_ip:5269;
+        protocol xmpp-server;
+        starttls only;
+    }
+
+    server {
+        listen $nginx_ip:5270 ssl;
+        protocol xmpp-server;
+    }
+}
+EOF
+$t->run();
+$t->plan(20);
+
+###############################################################################
+
+# alice@r.test and bob@l.test, each on their own server, exchange messages
+
+my $alice = login($r->port, 'r.test', 'alice', 'alice-pw');
+my $bob = login($l->port, 'l.test', 'bob', 'bob-pw');
+ok($alice && $bob, 'both users logged in to their servers');
+
+$alice->send("<message to='bob\@l.test' type='chat' id='m1'>"
+    . "<body>hello from r</body></message>");
+like($bob->read_until(qr{<body>hello from r</body>}, 20) // '',
+    qr/from=.alice\@r\.test/, 'message r.test -> l.test through nginx');
+
+$bob->send("<message to='alice\@r.test' type='chat' id='m2'>"
+    . "<body>hello from l</body></message>");
+like($alice->read_until(qr{<body>hello from l</body>}, 20) // '',
+    qr/from=.bob\@l\.test/, 'message l.test -> r.test, verified through nginx');
+
+my @auth = grep { $_->[4] eq 'l.test' }
+    map { [ split /\|/ ] } split /\n/, $t->read_file('auth.log');
+
+# R's dialback request (and its check of L's key, which R may send on the
+# same stream) went through nginx
+cmp_ok(scalar @auth, '>=', 1, 'dialback streams routed by auth_http');
+is($auth[0] && "@{$auth[0]}[0..4]", 'xmpp-server external r.test r.test l.test',
+    'auth request: protocol, method, user, from, to');
+like($auth[0] ? $auth[0][5] : '', qr/^TLSv1\.[23]$/, 'remote used TLS 1.2+');
+ok(!grep({ $_->[5] !~ /^TLSv1\.[23]$/ } @auth), 'every stream encrypted');
+
+like($t->read_file('error.log'), qr/client logged in.*login: "r\.test"/,
+    'relayed session logged');
+
+###############################################################################
+
+# by hand: features, an unknown domain, malformed dialback elements
+
+my $S = "xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'"
+    . " xmlns:db='jabber:server:dialback' version='1.0'";
+
+my $before = () = split /\n/, $t->read_file('auth.log');
+
+my $c = XT::XMPP->new(host => $nginx_ip, port => 5269);
+$c->send("<stream:stream from='r.test' to='l.test' $S>");
+like($c->read_element // '', qr/^<stream:stream xmlns='jabber:server'/,
+    'server stream header from nginx before TLS');
+like($c->read_element // '', qr{<starttls [^>]*><required/></starttls>},
+    'STARTTLS required');
+$c->send("<db:result from='r.test' to='l.test'>abcdef</db:result>");
+like(join('', map { $c->read_element // '' } 1 .. 2),
+    qr/<not-authorized\b/, 'no dialback before TLS');
+
+my $after = () = split /\n/, $t->read_file('auth.log');
+is($after, $before, 'nothing reached auth_http before TLS');
+
+$c = tls_stream('unknown.test');
+like(join('', map { $c->read_element // '' } 1 .. 2), qr/<host-unknown\b/,
+    'unknown domain: host-unknown');
+
+$c = tls_stream('l.test');
+like($c->read_element // '', qr{<dialback xmlns='urn:xmpp:features:dialback'/>},
+    'backend features with dialback relayed after TLS');
+$c->send("<db:result to='l.test'>badkey1</db:result>");
+like(join('', map { $c->read_element // '' } 1 .. 2), qr/<invalid-from\b/,
+    'dialback without from: invalid-from');
+
+$c = tls_stream('l.test');
+$c->read_element;
+$c->send("<db:result from='r.test' to='l.test'>badkey2<x/></db:result>");
+like(join('', map { $c->read_element // '' } 1 .. 2), qr/<bad-format\b/,
+    'dialback with a child element: bad-format');
+
+$c = tls_stream('l.test');
+$c->read_element;
+$c->send("<db:result from='r.test&#13;&#10;X: y' to='l.test'>badkey3"
+    . "</db:result>");
+like(join('', map { $c->read_element // '' } 1 .. 2), qr/<invalid-from\b/,
+    'CR/LF in from: invalid-from');
+$c->close;
+
+unlike($l->log, qr/badkey/, 'malformed dialback never reached the backend');
+
+# direct TLS (XEP-0368): the first stream header is routed at once
+
+$c = XT::XMPP->new(host => $nginx_ip, port => 5270, ssl => 1,
+    SSL_hostname => 'l.test') or die $XT::XMPP::ERROR;
+$c->send("<stream:stream from='r.test' to='l.test' $S>");
+like($c->read_element // '', qr/^<stream:stream\b/, 'direct TLS: header');
+like($c->read_element // '', qr{<dialback xmlns='urn:xmpp:features:dialback'/>},
+    'direct TLS: backend features');
+
+###############################################################################
+
+sub login {
+    my ($port, $domain, $user, $pass) = @_;
+    my $c = XT::XMPP->new(port => $port, timeout => 10) or return;
+    $c->open_stream($domain);
+    $c->read_element;
+    $c->read_element;
+    $c->send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+        . encode_base64("\0$user\0$pass", '') . "</auth>");
+    return unless ($c->read_element // '') =~ /^<success/;
+    $c->open_stream($domain);
+    $c->read_element;
+    $c->read_element;
+    $c->send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+        . "</iq>");
+    $c->read_element;
+    $c->send("<presence/>");
+    return $c;
+}
+
+sub tls_stream {
+    my ($to) = @_;
+    my $c = XT::XMPP->new(host => $nginx_ip, port => 5269) or die;
+    $c->send("<stream:stream from='r.test' to='$to' $S>");
+    $c->read_element;
+    $c->read_element;
+    $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    $c->read_element;
+    $c->starttls(SSL_hostname => $to) or die $c->error;
+    $c->send("<stream:stream from='r.test' to='$to' $S>");
+    $c->read_element;
+    return $c;
+}
+
+###############################################################################
