@@ -56,7 +56,7 @@ mail {
 
 EOF
 
-$t->plan(24);
+$t->plan(26);
 
 ###############################################################################
 # Placeholders and ports
@@ -154,6 +154,13 @@ is(scalar(@p = $t2->log_problems), 1, 'ignore_log excuses lines');
 ###############################################################################
 
 $t->stop;
+
+my ($rc, $out) = $t->config_test;
+is($rc, 0, 'config_test: good configuration') or diag($out);
+$t->write_file('nginx.conf', $t->read_file('nginx.conf') . "\nno_such_directive;\n");
+($rc, $out) = $t->config_test;
+like($out, qr/\[emerg\].*no_such_directive/, 'config_test: bad configuration reported');
+
 kill 'TERM', $bpid;
 waitpid($bpid, 0);
 

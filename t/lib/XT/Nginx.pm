@@ -439,13 +439,11 @@ sub run {
         '-e', "$d/error.log");
     Test::More::diag("run: @cmd") if $ENV{TEST_NGINX_VERBOSE};
 
+    my %san = $self->_sanitizer_env;
+
     my $pid = fork() // die "XT::Nginx: fork: $!\n";
     if ($pid == 0) {
-        # sanitizer builds: reports go to stderr (then error.log), known
-        # harmless upstream reports are suppressed
-        $ENV{ASAN_OPTIONS} //= 'detect_leaks=1:abort_on_error=0';
-        $ENV{UBSAN_OPTIONS} //= "print_stacktrace=1:suppressions=$ROOT/auto/ubsan.supp";
-        $ENV{LSAN_OPTIONS} //= "suppressions=$ROOT/auto/lsan.supp:print_suppressions=0";
+        @ENV{ keys %san } = values %san;
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$d/stderr.log";
         open STDERR, '>&', \*STDOUT;
@@ -465,6 +463,35 @@ sub run {
             . "--- error.log:\n" . $self->_log_tail('error.log', 20) . "\n";
     }
     return $self;
+}
+
+# Sanitizer settings for nginx, unless the environment has its own:
+# reports go to stderr (and so to error.log), leak checking is on, and the
+# known harmless reports from unmodified nginx (auto/*.supp) are suppressed.
+# The suppression files are copied into the test directory because worker
+# processes run as an unprivileged user and may not be able to read the
+# repository (e.g. a checkout in a 0700 directory).
+sub _sanitizer_env {
+    my ($self) = @_;
+    return () unless $self->_feature('asan');
+    my $d = $self->{dir};
+    my %env;
+    for my $kind (qw/ubsan lsan/) {
+        my $src = "$ROOT/auto/$kind.supp";
+        next unless -f $src;
+        open(my $in, '<', $src) or next;
+        local $/;
+        my $c = <$in>;
+        close $in;
+        $self->write_file("$kind.supp", $c);
+        chmod 0644, "$d/$kind.supp";
+    }
+    $env{ASAN_OPTIONS} = $ENV{ASAN_OPTIONS} // 'detect_leaks=1:abort_on_error=0';
+    $env{UBSAN_OPTIONS} = $ENV{UBSAN_OPTIONS}
+        // "print_stacktrace=1:suppressions=$d/ubsan.supp";
+    $env{LSAN_OPTIONS} = $ENV{LSAN_OPTIONS}
+        // "suppressions=$d/lsan.supp:print_suppressions=0";
+    return %env;
 }
 
 sub _wait_exit {
@@ -547,6 +574,8 @@ sub config_test {
     my ($self) = @_;
     $self->_finalize_conf;
     my $d = $self->{dir};
+    my %san = $self->_sanitizer_env;
+    local @ENV{ keys %san } = values %san;
     my $out = _capture($self->{binary}, '-t', '-p', "$d/", '-c', "$d/nginx.conf",
         '-e', "$d/config_test.log");
     return ($? >> 8, $out);
