@@ -99,24 +99,25 @@ sub wait_log {
 
 $e->stop;
 
-$ix->cell('ejabberd', 'starttls', sub {
-    my $c = XT::Interop::raw_connect($ix->port('tls'), 'tls', 'b.test');
-    $c->open_stream('b.test');
-    $c->read_element;
-    $c->read_element;
-    $c->auth_plain('bob', 'bob-pw');
-    my $f = $c->read_element // 'EOF';
-    is($f, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
-        . "<temporary-auth-failure/></failure>",
-        'B down: bob@b.test gets temporary-auth-failure');
-    like($c->read_element // 'EOF', qr/^<stream:error>/, 'B down: then a stream error');
-    ok($c->eof_within(5), 'B down: and the stream is closed');
+for my $mode ($ix->modes) {
+    $ix->cell('ejabberd', $mode, sub {
+        my $label = 'B down, ' . $ix->mode_title($mode);
+        my $c = eval { XT::Interop::raw_ready($ix->port($mode), $mode, 'b.test') };
+        ok($c, "$label: bob\@b.test connects") or return diag($@);
+        $c->auth_plain('bob', 'bob-pw');
+        my $f = $c->read_element // 'EOF';
+        is($f, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+            . "<temporary-auth-failure/></failure>",
+            "$label: bob\@b.test gets temporary-auth-failure");
+        like($c->read_element // 'EOF', qr/^<stream:error>/, "$label: then a stream error");
+        ok($c->eof_within(5), "$label: and the stream is closed");
 
-    my $a = eval { $ix->peer_login('alice', 'prosody', domain => 'a.test',
-        resource => 'still') };
-    ok($a && $a->{jid} eq 'alice@a.test/still', 'B down: alice@a.test still logs in')
-        or diag($@);
-    $a->close if $a;
-}, name => 'routing: a backend down');
+        my $a = eval { $ix->peer_login('alice', 'prosody', domain => 'a.test',
+            mode => $mode, resource => "still-$mode") };
+        ok($a && $a->{jid} eq "alice\@a.test/still-$mode",
+            "$label: alice\@a.test still logs in") or diag($@);
+        $a->close if $a;
+    }, name => 'routing: a backend down');
+}
 
 $ix->done;

@@ -384,27 +384,13 @@ sub peer_login {
     my $mode = $o{mode} // 'starttls';
     my $dom = $o{domain} // $self->domain($backend);
     my $res = $o{resource} // 'peer';
-    my $c = raw_connect($o{port} // $self->port($mode), $mode, $dom, $o{local_addr})
-        or die "peer $user: $XT::XMPP::ERROR\n";
-
+    my $c = raw_ready($o{port} // $self->port($mode), $mode, $dom, $o{local_addr});
     my $expect = sub {
         my ($re, $what) = @_;
         my $e = $c->read_element // die "peer $user: no $what (EOF/timeout)\n";
         die "peer $user: expected $what, got: $e\n" unless $e =~ $re;
         return $e;
     };
-
-    $c->open_stream($dom);
-    $expect->(qr/^<stream:stream\b/, 'stream header');
-    $expect->(qr/^<stream:features\b/, 'features');
-    if ($mode eq 'starttls') {
-        $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-        $expect->(qr/^<proceed\b/, 'proceed');
-        $c->starttls(SSL_hostname => $dom) or die "peer $user: " . $c->error . "\n";
-        $c->open_stream($dom);
-        $expect->(qr/^<stream:stream\b/, 'stream header after TLS');
-        $expect->(qr/^<stream:features\b/, 'features after TLS');
-    }
     $c->auth_plain($user, $o{password} // "$user-pw");
     $expect->(qr/^<success\b/, 'SASL success');
     $c->open_stream($dom);
@@ -434,6 +420,33 @@ sub raw_connect {
     };
     return XT::XMPP->new(port => $port, timeout => 10,
         ($mode eq 'tls' ? (ssl => 1, ssl_opts => { SSL_hostname => $dom }) : ()));
+}
+
+# raw_ready($port, $mode, $domain, $local_addr): an XT::XMPP connection
+# that has TLS (STARTTLS done in mode "starttls") and read the stream
+# features offering SASL: ready for <auth/>.  Dies with the reason.
+sub raw_ready {
+    my ($port, $mode, $dom, $local) = @_;
+    my $c = raw_connect($port, $mode, $dom, $local)
+        or die "connect: $XT::XMPP::ERROR\n";
+    my $expect = sub {
+        my ($re, $what) = @_;
+        my $e = $c->read_element // die "no $what (EOF/timeout)\n";
+        die "expected $what, got: $e\n" unless $e =~ $re;
+        return $e;
+    };
+    $c->open_stream($dom);
+    $expect->(qr/^<stream:stream\b/, 'stream header');
+    $expect->(qr/^<stream:features\b/, 'features');
+    if ($mode eq 'starttls') {
+        $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        $expect->(qr/^<proceed\b/, 'proceed');
+        $c->starttls(SSL_hostname => $dom) or die $c->error . "\n";
+        $c->open_stream($dom);
+        $expect->(qr/^<stream:stream\b/, 'stream header after TLS');
+        $expect->(qr/^<stream:features\b/, 'features after TLS');
+    }
+    return $c;
 }
 
 sub xml_escape {
