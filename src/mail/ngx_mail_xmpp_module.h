@@ -100,36 +100,36 @@ typedef struct {
 
 
 typedef struct {
-    size_t                  client_buffer_size;
-    ngx_uint_t              auth_methods;
+    size_t                       client_buffer_size;
+    ngx_uint_t                   auth_methods;
 
-    ngx_array_t            *certificates;   /* ngx_mail_xmpp_cert_t */
+    ngx_array_t                 *certificates;   /* ngx_mail_xmpp_cert_t */
 
-    ngx_addr_t             *lookup_peer;
-    ngx_str_t               lookup_host;
-    ngx_str_t               lookup_uri;
-    ngx_msec_t              lookup_timeout;
-    time_t                  cache_time;
-    ngx_uint_t              cache_size;
+    ngx_addr_t                  *lookup_peer;
+    ngx_str_t                    lookup_host;
+    ngx_str_t                    lookup_uri;
+    ngx_msec_t                   lookup_timeout;
+    time_t                       cache_time;
+    ngx_uint_t                   cache_size;
     ngx_mail_xmpp_cert_cache_t  *cache;
 
-    ngx_str_t               features;
-    ngx_str_t               starttls_features;
-    ngx_str_t               starttls_only_features;
+    ngx_str_t                    features;
+    ngx_str_t                    starttls_features;
+    ngx_str_t                    starttls_only_features;
 
-    ngx_str_t               server_features;
-    ngx_str_t               server_starttls_features;
-    ngx_str_t               server_starttls_only_features;
+    ngx_str_t                    server_features;
+    ngx_str_t                    server_starttls_features;
+    ngx_str_t                    server_starttls_only_features;
 } ngx_mail_xmpp_srv_conf_t;
 
 
 typedef struct {
     ngx_str_t               host;           /* stream "to", decoded */
-    ngx_mail_xmpp_lookup_t *lookup;         /* certificate lookup pending */
+    ngx_mail_xmpp_lookup_t *lookup;         /* pending lookup */
     ngx_str_t               localpart;      /* backend SASL authcid */
     ngx_str_t               domain;         /* backend stream "to" */
 
-    ngx_uint_t              error;          /* NGX_XMPP_ERR_* of the parser */
+    ngx_uint_t              error;          /* NGX_XMPP_ERR_* */
 
     /* client parser */
 
