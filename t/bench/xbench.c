@@ -1484,9 +1484,9 @@ main(int argc, char **argv)
                                     : 0;
         }
 
-        if (opt.idle && ready
-            && (got_release || got_stop
-                || (hold_end && now_ns() >= hold_end)))
+        if (opt.idle
+            && ((ready && (got_release || (hold_end && now_ns() >= hold_end)))
+                || got_stop))
         {
             /* release the idle sessions: close them properly */
             long j;
@@ -1515,7 +1515,7 @@ main(int argc, char **argv)
                 break;
             }
         }
-        if (got_stop && !opt.idle && active == 0) {
+        if (got_stop && active == 0) {
             break;
         }
 
