@@ -54,6 +54,21 @@ package XT::Nginx;
 #
 #   t/harness.t is a worked example.
 #
+# * API (all methods that do not return something else return $t):
+#       XT::Nginx->new(binary => PATH)       (binary defaults to the env below)
+#       $t->has(@features)  has_feature($f)  has_version('1.25.0')  version
+#       configure_args  testdir  binary  port($n)
+#       write_file($name, $text)  write_file_expand($name, $text)  expand($text)
+#       read_file($name)  gen_cert($name, cn => .., alt => [..], days => ..)
+#       run  stop  reload (boolean)  config_test (returns exit code, output)
+#       plan($n)  ignore_log(qr//)  log_problems  check_logs  done_testing
+#     Functions (exportable): free_port()  wait_for_port($port, $timeout,
+#       $host, $alive_cb)  make_cert($crt, $key, %opts)  repo_root()
+#
+# * Sanitizer builds: unless set already, nginx gets ASAN_OPTIONS with leak
+#   checks on, and UBSAN_OPTIONS/LSAN_OPTIONS with auto/ubsan.supp and
+#   auto/lsan.supp (copied into the test directory).
+#
 # * Environment:
 #       TEST_NGINX_BINARY   nginx to test (default: build/nginx-DEFAULT/objs/nginx,
 #                           DEFAULT = first release in auto/releases)
