@@ -116,6 +116,9 @@ for my $mode ($ix->modes) {
     });
 }
 
+$ix->na('prosody', $_, "Debian 12's Prosody 0.12 cannot take PROXY protocol "
+    . '(prosody-modules there has no mod_net_proxy)') for $ix->modes;
+
 # control: without proxy_protocol ejabberd sees nginx's own address (so the
 # assertions above can fail)
 

@@ -132,11 +132,15 @@ $text .= "\nseconds per test file: "
 diag("\n$text");
 
 # Markdown for the README
+sub md { my ($s) = @_; $s =~ s/&/&amp;/g; $s =~ s/</&lt;/g; $s =~ s/>/&gt;/g; $s =~ s/\|/\\|/g; $s }
 my $md = "$head\n\n| " . join(' | ', @{ $table[0] }) . " |\n|"
     . join('|', map { '---' } @{ $table[0] }) . "|\n";
-$md .= '| ' . join(' | ', map { s/\|/\\|/gr } @$_) . " |\n" for @table[1 .. $#table];
-$md .= "\n" . join('', map { "$_. " . ($notes[$_ - 1] =~ s/\|/\\|/gr) . "\n" } 1 .. @notes)
+$md .= '| ' . join(' | ', map { md($_) } @$_) . " |\n" for @table[1 .. $#table];
+$md .= "\n" . join('', map { "$_. " . md($notes[$_ - 1]) . "\n" } 1 .. @notes)
     if @notes;
+$md .= "\npass: works; FAIL: broken; xfail [n]: expected failure (a TODO test, "
+    . "reason n); XPASS: a TODO test passes; n/a [n]: cannot be done (reason n); "
+    . "-: not tested in that column.\n";
 my $file = repo_root() . "/build/interop/matrix-$tag.md";
 if (open(my $fh, '>', $file)) {
     print $fh $md;
