@@ -379,6 +379,18 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
     if (s->buffer->pos == s->buffer->last) {
         s->buffer->pos = s->buffer->start;
         s->buffer->last = s->buffer->start;
+
+    } else if (s->buffer->pos != s->buffer->start && s->state == 0) {
+
+        /*
+         * pipelined input after a complete command: move it to the
+         * start, so that the limit is on one element, however the input
+         * was split into reads
+         */
+
+        s->buffer->last = ngx_movemem(s->buffer->start, s->buffer->pos,
+                                      s->buffer->last - s->buffer->pos);
+        s->buffer->pos = s->buffer->start;
     }
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
