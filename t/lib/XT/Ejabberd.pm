@@ -100,10 +100,27 @@ sub new {
 
     $LIVE{"$self"} = $self;
     weaken($LIVE{"$self"});
+    exit_on_signals();
 
     $self->start;
     $self->register_many(@{ $self->{users} });
     return $self;
+}
+
+# exit_on_signals(): SIGINT, SIGTERM, SIGHUP and SIGPIPE (prove killed, or
+# its output piped into "head") make the test exit, so that END blocks stop
+# the servers; by default the test would die on the spot and leave them
+# running.  Handlers that someone else installed are kept.
+sub exit_on_signals {
+    my %no = (INT => 2, HUP => 1, PIPE => 13, TERM => 15);
+    for my $sig (keys %no) {
+        my $h = $SIG{$sig};
+        next if defined $h && $h ne '' && $h ne 'DEFAULT';
+        $SIG{$sig} = sub {
+            $SIG{PIPE} = 'IGNORE';    # the END blocks may still print
+            exit(128 + $no{$sig});
+        };
+    }
 }
 
 sub port    { $_[0]{port} }
