@@ -69,4 +69,21 @@ sub features_after_restart {
     return $c->read_element // 'EOF';
 }
 
+# The workaround, and a control for the diagnosis: a Prosody backend that
+# does not offer STARTTLS (its "tls" module disabled) works with mcabber
+# over STARTTLS.
+
+my $ix2 = XT::Interop->new(name => 'mcabber, Prosody without STARTTLS offer',
+    part => 'no-starttls', backends => ['prosody'],
+    prosody => { extra => 'modules_disabled = { "s2s"; "tls"; }' });
+$ix2->cell('prosody', 'starttls', sub {
+    $ix2->exchange('prosody', 'starttls', cmd => sub {
+        my %a = @_;
+        return ($^X, "$FindBin::Bin/lib/interop/mcabber_client.pl",
+            '--dir', $ix2->t->testdir, map { ("--$_", $a{$_}) }
+            qw(host port mode jid password to body expect timeout));
+    });
+});
+$ix2->finish;
+
 $ix->done;

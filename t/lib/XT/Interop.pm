@@ -6,6 +6,7 @@ package XT::Interop;
 #
 #   my $ix = XT::Interop->new(
 #       name     => 'slixmpp',           # row of the matrix (client/feature)
+#       part     => 'b',   # a second XT::Interop in the same test file
 #       backends => ['prosody', 'ejabberd'],   # default: both
 #       ejabberd => { proxy_protocol => 1 },    # more XT::Ejabberd options
 #       prosody  => { ... },                    # more XT::Prosody options
@@ -104,7 +105,7 @@ sub new {
     my $self = bless {
         t        => $t,
         name     => $o{name} // basename($0, '.t'),
-        file     => basename($0),
+        file     => basename($0) . (defined $o{part} ? "-$o{part}" : ''),
         backends => \@backends,
         cells    => [],
         users    => $o{users} // [qw(alice bob)],
@@ -339,6 +340,15 @@ sub na {
     $self->_results_write(0);
 }
 
+# finish(): nginx stopped and its logs checked (the harness's teardown
+# test), results marked complete; for a second XT::Interop in a file.
+sub finish {
+    my ($self) = @_;
+    $self->{t}->check_logs;
+    $self->_results_write(1);
+}
+
+# done(): the end of the test file
 sub done {
     my ($self) = @_;
     $self->_results_write(1);
