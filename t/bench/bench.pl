@@ -140,11 +140,16 @@ my $CLK_TCK = `getconf CLK_TCK` + 0 || 100;
 my $FD_SOFT = `sh -c 'ulimit -n'`;
 chomp $FD_SOFT;
 $FD_SOFT = 1 << 20 if $FD_SOFT eq 'unlimited';
-# one nginx worker holds two descriptors per proxied session
-my $BIG_MAX = int(($FD_SOFT - 200) / 2);
+# one nginx worker holds two descriptors per proxied session, and four
+# while a login is in flight (client, auth_http both ends, backend)
+# nginx starts closing "reusable" connections (here: the auth_http
+# requests to its own http server) once fewer than 1/16 of
+# worker_connections are free
+my $BIG_RAMP = 50;
+my $BIG_MAX = int((($FD_SOFT - 50) * 15 / 16 - 4 * $BIG_RAMP - 100) / 2);
 my $BIG_WANT = $o{big};
 if ($o{big} > $BIG_MAX) {
-    $o{big} = int($BIG_MAX / 100) * 100;
+    $o{big} = int($BIG_MAX / 500) * 500;
 }
 my $PAGE_KB = (`getconf PAGESIZE` + 0 || 4096) / 1024;
 
@@ -288,6 +293,12 @@ sub default_nginx {
 }
 
 my $SRC_NGINX = $o{nginx} // default_nginx();
+# auto/build may be rebuilding it just now
+for (1 .. 120) {
+    last if -x $SRC_NGINX;
+    say_("waiting for $SRC_NGINX to appear") if $_ == 1;
+    sleep 1;
+}
 die "bench: no nginx binary at $SRC_NGINX (auto/build, or --nginx PATH)\n"
     unless -x $SRC_NGINX;
 my $NGINX = "$TMP/nginx";
@@ -308,7 +319,7 @@ my $BSTUB = "$o{bin}/bstub";
 make_cert("$TMP/nginx.crt", "$TMP/nginx.key", cn => 'example.com',
     alt => ['example.com', '*.example.com']);
 
-my %P = map { $_ => free_port() } qw(auth xmpp xmpps xmpps16 imap streamssl
+my %P = map { $_ => free_port() } qw(auth xmpp xmpp1k xmpps xmpps16 imap streamssl
     streamplain stubimap stubxmpp);
 
 ###############################################################################
@@ -377,6 +388,15 @@ mail {
         listen 127.0.0.1:$P{imap};
         protocol imap;
         starttls only;
+    }
+
+    # the same as xmpp with the smallest buffers (memory per idle session)
+    server {
+        listen 127.0.0.1:$P{xmpp1k};
+        protocol xmpp;
+        starttls only;
+        proxy_buffer 1k;
+        xmpp_client_buffer 1k;
     }
 
     # the same as xmpps with 16k buffers (the stream module's default):
@@ -471,6 +491,8 @@ sub prosody_start {
             qq{log = { error = "$dir/prosody.log" }},
             qq{c2s_timeout = 600},
             qq{c2s_close_timeout = 5},
+            # a listen backlog of 128 overflows with 200 logins in flight
+            qq{network_settings = { tcp_backlog = 4096 }},
             ''),
     );
     # more accounts: copies of the first one (same password and hash)
@@ -496,7 +518,7 @@ sub prosody_stop {
 
 sub parse_client {
     my ($out) = @_;
-    my %r = (phase => {}, errors => {}, out => $out);
+    my %r = (phase => {}, errkinds => {}, out => $out);
     for my $l (split /\n/, $out) {
         if ($l =~ /^RESULT (.*)/) {
             for my $kv (split ' ', $1) {
@@ -510,7 +532,7 @@ sub parse_client {
                 $r{phase}{$ph}{$k} = $v;
             }
         } elsif ($l =~ /^ERROR (\S+) (\d+)/) {
-            $r{errors}{$1} = $2;
+            $r{errkinds}{$1} = $2;
         } elsif ($l =~ /^READY (.*)/) {
             $r{ready} = $1;
         }
@@ -559,7 +581,7 @@ sub client {
 
 sub errs_str {
     my ($r) = @_;
-    my $e = $r->{errors};
+    my $e = $r->{errkinds};
     return join(', ', map { "$_=$e->{$_}" } sort keys %$e) || 'none';
 }
 
@@ -761,8 +783,10 @@ if ($ONLY{A} || $ONLY{B}) {
 # memory per idle authenticated session, fresh servers
 if ($ONLY{M}) {
     say_("\nM: memory per idle authenticated session ($o{idle} held, fresh servers)");
-    for my $sc (qw(A B C)) {
-        if ($sc eq 'A') { prosody_start('A'); nginx_start(); }
+    $RUN{A1k} = { %{ $RUN{A} }, port => $P{xmpp1k} };
+    $SC{A1k} = 'A with proxy_buffer 1k and xmpp_client_buffer 1k';
+    for my $sc (qw(A A1k B C)) {
+        if ($sc =~ /^A/) { prosody_start('A'); nginx_start(); }
         if ($sc eq 'B') { prosody_start('B'); $RUN{B}{port} = $PROS{B}->port; }
         if ($sc eq 'C') { stub_start(); nginx_start(); }
         my $r = idle_round($sc, $o{idle}, %{ $RUN{$sc} },
@@ -800,6 +824,8 @@ if ($ONLY{E}) {
             'sink'],
         ['E_xmpp16', 'nginx-xmpp, 16k buffers (stream\'s default size)',
             'xmpps', $P{xmpps16}, 'sink'],
+        ['E_xmpp1k', 'nginx-xmpp, 1k buffers (STARTTLS)', 'xmpp',
+            $P{xmpp1k}, 'sink'],
         ['E_stream_tls', 'nginx stream (TLS terminated, TCP proxy)', 'xmpps',
             $P{streamssl}, 'sink'],
         ['E_stream_plain', 'nginx stream (plain TCP proxy)', 'xmppplain',
@@ -853,7 +879,7 @@ if ($ONLY{I} && $o{big}) {
     csv('I', '', 'fd_limit', $FD_SOFT, 'files');
     prosody_start('A');
     nginx_start();
-    my $r = idle_round('I', $o{big}, %{ $RUN{A} }, ramp => 200,
+    my $r = idle_round('I', $o{big}, %{ $RUN{A} }, ramp => $BIG_RAMP,
         limit => 900);
     $R{I} = $r;
     my @workers = children_of($NG{pid});
@@ -1080,13 +1106,23 @@ sub report {
         $p->("");
     }
 
+    if ($R{A1k} && $R{A1k}{mem}) {
+        $p->(sprintf("Memory per idle session with proxy_buffer 1k and"
+            . " xmpp_client_buffer 1k (A1k): nginx %.1f KiB, against %.1f KiB"
+            . " with the default one-page buffers.",
+            $R{A1k}{mem}{mem}{nginx} // -1, $R{A}{mem}{mem}{nginx} // -1));
+        $p->("");
+    }
+
     if ($R{E_xmpp}) {
         $p->("Splice throughput ($o{xput} MB of ~1 KB <message/> stanzas, one"
             . " session, bstub sink as backend, median of $o{repeat}):");
         $p->("");
         $p->("| path | MB/s | vs nginx-xmpp | nginx CPU s/GB (schedstat) |");
         $p->("|---|---|---|---|");
-        for my $k (qw(E_xmpp E_xmpp16 E_stream_tls E_stream_plain E_direct)) {
+        for my $k (qw(E_xmpp E_xmpp16 E_xmpp1k E_stream_tls E_stream_plain
+            E_direct))
+        {
             next unless $R{$k};
             $p->("| $R{$k}{desc} | " . fmt($R{$k}{mbps}, '%.0f') . " | "
                 . ratio($R{$k}{mbps}, $R{E_xmpp}{mbps}) . " | "
