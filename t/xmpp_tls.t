@@ -43,6 +43,9 @@ mail {
     ssl_certificate_key %%TESTDIR%%/default.key;
     ssl_session_cache shared:XMPP:1m;
 
+    # nginx before 1.23.4 leaves TLS 1.3 out of the default
+    ssl_protocols TLSv1.2 TLSv1.3;
+
     xmpp_certificate a.test %%TESTDIR%%/a.crt %%TESTDIR%%/a.key;
     xmpp_certificate a.test %%TESTDIR%%/a-rsa.crt %%TESTDIR%%/a-rsa.key;
     xmpp_certificate *.w.test %%TESTDIR%%/w.crt %%TESTDIR%%/w.key;
