@@ -62,6 +62,7 @@ static ngx_mail_xmpp_cached_t *ngx_mail_xmpp_cache_get(
 static ngx_mail_xmpp_cached_t *ngx_mail_xmpp_cache_add(
     ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name, ngx_log_t *log);
 static void ngx_mail_xmpp_cache_free(ngx_mail_xmpp_cached_t *cached);
+static void ngx_mail_xmpp_cache_cleanup(void *data);
 static ngx_mail_xmpp_lookup_t *ngx_mail_xmpp_lookup_create(
     ngx_mail_xmpp_srv_conf_t *xcf, u_char *name, size_t len, ngx_log_t *log);
 static void ngx_mail_xmpp_lookup_write_handler(ngx_event_t *wev);
@@ -206,6 +207,16 @@ ngx_mail_xmpp_ssl_init(ngx_conf_t *cf, ngx_mail_xmpp_srv_conf_t *xcf)
         ngx_rbtree_init(&xcf->cache->rbtree, &xcf->cache->sentinel,
                         ngx_str_rbtree_insert_value);
         ngx_queue_init(&xcf->cache->queue);
+
+        /* the entries live in each worker until it exits */
+
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_mail_xmpp_cache_cleanup;
+        cln->data = xcf->cache;
     }
 
     cert = xcf->certificates ? xcf->certificates->elts : NULL;
@@ -663,6 +674,27 @@ ngx_mail_xmpp_cache_free(ngx_mail_xmpp_cached_t *cached)
     }
 
     ngx_free(cached);
+}
+
+
+static void
+ngx_mail_xmpp_cache_cleanup(void *data)
+{
+    ngx_mail_xmpp_cert_cache_t  *cache = data;
+
+    ngx_queue_t             *q;
+    ngx_mail_xmpp_cached_t  *cached;
+
+    while (!ngx_queue_empty(&cache->queue)) {
+        q = ngx_queue_head(&cache->queue);
+        cached = ngx_queue_data(q, ngx_mail_xmpp_cached_t, queue);
+
+        ngx_rbtree_delete(&cache->rbtree, &cached->sn.node);
+        ngx_queue_remove(q);
+        ngx_mail_xmpp_cache_free(cached);
+    }
+
+    cache->count = 0;
 }
 
 
