@@ -246,6 +246,18 @@ sub cpu_s {
     return $t / $CLK_TCK;
 }
 
+# context switches (voluntary + involuntary) of the processes
+sub ctxsw {
+    my $t = 0;
+    for my $p (@_) {
+        open(my $fh, '<', "/proc/$p/status") or next;
+        while (my $l = <$fh>) {
+            $t += $1 if $l =~ /^(?:non)?voluntary_ctxt_switches:\s+(\d+)/;
+        }
+    }
+    return $t;
+}
+
 # time on CPU of the processes from /proc/PID/schedstat, in seconds
 # (nanosecond resolution, where utime+stime count 10 ms ticks)
 sub sched_s {
@@ -590,13 +602,16 @@ sub load_point {
     my ($sc, $c, %a) = @_;
     my %groups = %{ $a{groups} };    # name => code returning pids
     my %before = map { $_ => cpu_s($groups{$_}->()) } keys %groups;
+    my %sw0 = map { $_ => ctxsw($groups{$_}->()) } keys %groups;
     my $r = client(%a, c => $c, ($o{count} ? (n => $o{count} * ($c > 1 ? 4 : 1))
                                             : (d => $o{duration})),
         label => "$sc-c$c");
     my %after = map { $_ => cpu_s($groups{$_}->()) } keys %groups;
+    my %sw1 = map { $_ => ctxsw($groups{$_}->()) } keys %groups;
     my $ok = $r->{ok} || 1;
     for my $g (keys %groups) {
         $r->{cpu}{$g} = ($after{$g} - $before{$g}) / $ok * 1000;    # ms
+        $r->{ctxsw}{$g} = ($sw1{$g} - $sw0{$g}) / $ok;
     }
     $R{$sc}{pt}{$c} = $r;
 
@@ -613,6 +628,8 @@ sub load_point {
     }
     for my $g (sort keys %groups) {
         csv($sc, $c, "cpu_$g", sprintf('%.4f', $r->{cpu}{$g}), 'ms/session');
+        csv($sc, $c, "ctxsw_$g", sprintf('%.2f', $r->{ctxsw}{$g}),
+            'switches/session');
     }
     say_(sprintf("  %s c=%-3d %6d sessions %3s err  %8.1f/s  login p50 %7.2f"
             . " p99 %7.2f ms  cpu/session: %s",
@@ -747,12 +764,17 @@ for my $sc (grep { $ONLY{$_} } qw(A B C D X)) {
     $R{$sc}{tls} = $r->{tls};
 }
 
-# load points
-for my $sc (grep { $ONLY{$_} } qw(A B C D X)) {
-    say_("\n$sc: $SC{$sc}");
+# load points; the scenarios take turns at each concurrency, so that the
+# other work on a shared machine hits them alike
+my @LOAD = grep { $ONLY{$_} } qw(A B C D X);
+say_("\nload points:");
+say_("  $_: $SC{$_}") for @LOAD;
+for my $sc (@LOAD) {
     client(%{ $RUN{$sc} }, c => 10, ($o{count} ? (n => $o{count})
         : (d => 1)), label => "$sc-warmup");
-    for my $c (@CONC) {
+}
+for my $c (@CONC) {
+    for my $sc (@LOAD) {
         load_point($sc, $c, %{ $RUN{$sc} });
     }
 }
@@ -1164,8 +1186,8 @@ sub report {
             . " c=$C50; % of the worker's samples; ms per session from the"
             . " utime+stime figure above):");
         $p->("");
-        $p->("| scenario | " . join(' | ', @d) . " | other |");
-        $p->("|---|" . ('---|' x (@d + 1)));
+        $p->("| scenario | " . join(' | ', @d) . " | other | nginx context switches / session |");
+        $p->("|---|" . ('---|' x (@d + 2)));
         for my $sc (@sc) {
             my $cpu = $R{$sc}{pt} && $R{$sc}{pt}{$C50}
                 ? $R{$sc}{pt}{$C50}{cpu}{nginx} : undef;
@@ -1178,7 +1200,10 @@ sub report {
                     ? sprintf('%.1f%% (%.3f ms)', $v, $v / 100 * $cpu)
                     : sprintf('%.1f%%', $v);
             }
-            $p->("| $sc | " . join(' | ', @cells) . sprintf(' | %.1f%% |', $rest));
+            my $sw = $R{$sc}{pt} && $R{$sc}{pt}{$C50}
+                ? $R{$sc}{pt}{$C50}{ctxsw}{nginx} : undef;
+            $p->("| $sc | " . join(' | ', @cells) . sprintf(' | %.1f%% | %s |',
+                $rest, fmt($sw, '%.1f')));
         }
         $p->("");
     }
@@ -1292,10 +1317,12 @@ sub report {
 }
 
 sub chart {
-    my @sc = grep { $R{$_}{pt} } qw(A B C);
+    my @sc = grep { $R{$_}{pt} } qw(A B C X);
     return unless @sc && -x '/usr/bin/gnuplot';
     my %title = (A => 'A nginx-xmpp -> Prosody', B => 'B Prosody (own TLS)',
-        C => 'C nginx IMAP -> stub');
+        C => 'C nginx IMAP -> stub', X => 'X nginx-xmpp -> stub');
+    my %style = (A => 'lw 2 lc rgb "#9400d3"', B => 'lw 2 lc rgb "#009e73"',
+        C => 'lw 2 lc rgb "#56b4e9"', X => 'lw 1 dt 2 lc rgb "#e69f00"');
     for my $sc (@sc) {
         open(my $fh, '>', "$TMP/chart-$sc.dat") or die;
         for my $c (@CONC) {
@@ -1305,10 +1332,10 @@ sub chart {
         close $fh;
     }
     my $plots1 = join(', ', map {
-        qq{"$TMP/chart-$_.dat" using 1:2 with linespoints lw 2 title "$title{$_}"}
+        qq{"$TMP/chart-$_.dat" using 1:2 with linespoints $style{$_} title "$title{$_}"}
     } @sc);
     my $plots2 = join(', ', map {
-        qq{"$TMP/chart-$_.dat" using 1:3 with linespoints lw 2 title "$title{$_}"}
+        qq{"$TMP/chart-$_.dat" using 1:3 with linespoints $style{$_} title "$title{$_}"}
     } @sc);
     my $xt = join(', ', map { qq{"$_" $_} } @CONC);
     my $gp = <<"EOF";
@@ -1316,6 +1343,7 @@ set terminal pngcairo size 1200,500 font "sans,10"
 set output "$OUT/last.png"
 set multiplot layout 1,2 title "nginx-xmpp benchmark: $NCPU CPUs, servers on CPU @{[ $o{scpu} // 'any' ]}, client on CPU @{[ $o{ccpu} // 'any' ]}"
 set logscale x
+set xrange [0.8:@{[ $CONC[-1] * 1.3 ]}]
 set xtics ($xt)
 set xlabel "concurrent sessions"
 set grid
