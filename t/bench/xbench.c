@@ -18,6 +18,8 @@
  *   -c C       sessions in flight at once (default 1)
  *   -n N       sessions in total, or
  *   -d SECS    start sessions for SECS seconds
+ *   -r RATE    start at most RATE sessions per second (open loop, still at
+ *              most -c in flight): compares servers at the same load
  *   --idle N   hold N authenticated sessions (ramp with -c logins in
  *              flight), print "READY ..." when all are up, hold them until
  *              SIGUSR1/SIGTERM or --hold SECS, then close them all
@@ -126,6 +128,7 @@ static struct {
     int        conc;
     long       total;
     double     duration;
+    double     rate;
     long       idle;
     double     hold;
     uint64_t   xput;
@@ -1298,7 +1301,7 @@ usage(void)
 {
     fprintf(stderr,
         "usage: xbench -m xmpp|xmpps|xmppplain|imap|tls -p PORT [-H HOST]\n"
-        "   [-c CONC] [-n SESSIONS | -d SECONDS] [--idle N [--hold S]]\n"
+        "   [-c CONC] [-n SESSIONS | -d SECONDS] [-r RATE] [--idle N [--hold S]]\n"
         "   [--xput BYTES] [--quickack] [-u USERFMT] [-U NUSERS] [--user-offset K]\n"
         "   [-w PASS] [-D DOMAIN] [-t TIMEOUT] [-e MAXERRORS] [-l LABEL] [-q]\n");
     exit(2);
@@ -1359,7 +1362,7 @@ main(int argc, char **argv)
     opt.max_errors = 1000;
     opt.mode = -1;
 
-    while ((ch = getopt_long(argc, argv, "m:H:p:c:n:d:u:U:w:D:t:e:l:q", lopts,
+    while ((ch = getopt_long(argc, argv, "m:H:p:c:n:d:r:u:U:w:D:t:e:l:q", lopts,
                              NULL)) != -1)
     {
         switch (ch) {
@@ -1375,6 +1378,7 @@ main(int argc, char **argv)
         case 'c': opt.conc = atoi(optarg); break;
         case 'n': opt.total = atol(optarg); break;
         case 'd': opt.duration = atof(optarg); break;
+        case 'r': opt.rate = atof(optarg); break;
         case 'u': opt.userfmt = optarg; break;
         case 'U': opt.users = atol(optarg); break;
         case 'O': opt.user_offset = atol(optarg); break;
@@ -1469,6 +1473,11 @@ main(int argc, char **argv)
                 if (failed >= opt.max_errors) {
                     break;
                 }
+                if (opt.rate > 0
+                    && t < t_begin + (uint64_t) (started / opt.rate * 1e9))
+                {
+                    break;
+                }
                 start_session();
             }
         }
@@ -1519,7 +1528,20 @@ main(int argc, char **argv)
             break;
         }
 
-        n = epoll_wait(ep, evs, 512, 50);
+        {
+            int timeout = 50;
+
+            if (opt.rate > 0) {
+                uint64_t next = t_begin + (uint64_t) (started / opt.rate * 1e9);
+                t = now_ns();
+                timeout = next > t ? (int) ((next - t) / 1000000) : 0;
+                if (timeout > 50) {
+                    timeout = 50;
+                }
+            }
+
+            n = epoll_wait(ep, evs, 512, timeout);
+        }
         if (n == -1 && errno != EINTR) {
             die("epoll_wait: %s", strerror(errno));
         }
