@@ -147,6 +147,8 @@ typedef struct {
     u_char                 *text_start;
     u_char                 *text_end;
 
+    u_char                 *value;          /* freed when relaying */
+
     ngx_uint_t              utf8;
     u_char                  utf8_min;
     u_char                  utf8_max;
@@ -183,7 +185,6 @@ typedef struct {
     u_char                  name[NGX_MAIL_XMPP_NAME_LEN];
     u_char                  stream_name[NGX_MAIL_XMPP_NAME_LEN];
     u_char                  attr_name[NGX_MAIL_XMPP_NAME_LEN];
-    u_char                  value[NGX_MAIL_XMPP_VALUE_LEN];
     u_char                  entity[NGX_MAIL_XMPP_ENTITY_LEN];
 
     /* upstream parser */

@@ -135,6 +135,14 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
+    if (ctx->value == NULL) {
+        ctx->value = ngx_pnalloc(s->connection->pool,
+                                 NGX_MAIL_XMPP_VALUE_LEN);
+        if (ctx->value == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     state = s->state;
 
     for (p = s->buffer->pos; p < s->buffer->last; p++) {

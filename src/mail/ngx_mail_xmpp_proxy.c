@@ -31,6 +31,8 @@ static ngx_int_t ngx_mail_xmpp_proxy_auth(ngx_mail_session_t *s,
 static void ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, u_char *last);
 static void ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s);
+static void ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx);
 static void ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx);
 static void ngx_mail_xmpp_proxy_wait(ngx_event_t *rev);
@@ -207,6 +209,7 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 b->pos = ctx->up_start;
 
                 ngx_mail_xmpp_proxy_drain(s);
+                ngx_mail_xmpp_proxy_release(s, ctx);
 
                 ngx_mail_proxy_handoff(s);
                 return;
@@ -614,6 +617,8 @@ ngx_mail_xmpp_proxy_dialback(ngx_mail_session_t *s)
         ngx_del_timer(s->connection->read);
     }
 
+    ngx_mail_xmpp_proxy_release(s, ctx);
+
     ngx_mail_proxy_handoff(s);
 }
 
@@ -637,6 +642,22 @@ ngx_mail_xmpp_proxy_cleanup(void *data)
     }
 
     ctx->up_wait = 0;
+}
+
+
+static void
+ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
+{
+    /*
+     * the client's side is not parsed any more: the parser's value buffer
+     * (a large allocation of the connection pool) goes back now, not when
+     * a long-lived relayed session ends
+     */
+
+    if (ctx->value) {
+        ngx_pfree(s->connection->pool, ctx->value);
+        ctx->value = NULL;
+    }
 }
 
 
