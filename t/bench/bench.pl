@@ -1014,10 +1014,12 @@ sub callgrind_round {
         csv("G_$sc", '', 'nginx_instructions', sprintf('%.0f', $per),
             'instr/session');
         if ($f) {
+            # (after callgrind_control -z, callgrind_annotate lists main
+            # and its callers with inclusive costs first; the rest are the
+            # functions' own costs)
             open my $fh, '>', "$OUT/callgrind-$sc.txt";
-            print $fh `callgrind_annotate $f 2>/dev/null | head -80`;
-            print $fh "\n--- inclusive\n";
-            print $fh `callgrind_annotate --inclusive=yes $f 2>/dev/null | head -80`;
+            print $fh "# $SC{$sc}: nginx, $r->{ok} sessions, callgrind Ir\n";
+            print $fh `callgrind_annotate --threshold=100 --auto=no $f 2>/dev/null | head -90`;
         }
     }
     nginx_stop();
