@@ -84,6 +84,7 @@ mail {
 
     ssl_certificate %%TESTDIR%%/xmpp.crt;
     ssl_certificate_key %%TESTDIR%%/xmpp.key;
+    ssl_protocols TLSv1.2 TLSv1.3;  # not a default before nginx 1.23.4
 
     server {
         listen 127.0.0.1:%%PORT_5222%%;
@@ -108,6 +109,7 @@ stream {
         listen 127.0.0.1:%%PORT_8443%% ssl;
         ssl_certificate %%TESTDIR%%/xmpp.crt;
         ssl_certificate_key %%TESTDIR%%/xmpp.key;
+        ssl_protocols TLSv1.2 TLSv1.3;  # not a default before nginx 1.23.4
         proxy_pass 127.0.0.1:$stub_xmpp;
     }
 }
