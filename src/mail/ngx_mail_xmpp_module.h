@@ -136,6 +136,7 @@ typedef struct {
     ngx_uint_t              element;
     ngx_uint_t              attr;
     ngx_uint_t              quote;
+    ngx_uint_t              entity_state;
 
     size_t                  name_len;
     size_t                  prefix_len;

@@ -122,12 +122,11 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         sw_attr_eq,
         sw_attr_quote,
         sw_attr_value,
-        sw_attr_entity,
+        sw_entity,
         sw_empty,
         sw_decl_end,
         sw_content,
         sw_text,
-        sw_text_entity,
         sw_content_lt,
         sw_end_name,
         sw_end_space
@@ -448,7 +447,8 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
             if (ch == '&') {
                 ctx->entity_len = 0;
-                state = sw_attr_entity;
+                ctx->entity_state = sw_attr_value;
+                state = sw_entity;
                 break;
             }
 
@@ -466,7 +466,8 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             ctx->value[ctx->value_len++] = ngx_xmpp_space(ch) ? ' ' : ch;
             break;
 
-        case sw_attr_entity:
+        /* a reference in an attribute value or in text */
+        case sw_entity:
 
             if (ch == ';') {
                 if (ngx_mail_xmpp_entity(ctx, ctx->value, &ctx->value_len)
@@ -475,7 +476,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                     goto not_well_formed;
                 }
 
-                state = sw_attr_value;
+                state = ctx->entity_state;
                 break;
             }
 
@@ -547,7 +548,8 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 ctx->bad_text = 1;
                 ctx->attr = NGX_XMPP_AT_NONE;
                 ctx->entity_len = 0;
-                state = sw_text_entity;
+                ctx->entity_state = sw_text;
+                state = sw_entity;
                 break;
             }
 
@@ -555,28 +557,6 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 ctx->bad_text = 1;
             }
 
-            break;
-
-        case sw_text_entity:
-
-            if (ch == ';') {
-                if (ngx_mail_xmpp_entity(ctx, ctx->value, &ctx->value_len)
-                    != NGX_OK)
-                {
-                    goto not_well_formed;
-                }
-
-                state = sw_text;
-                break;
-            }
-
-            if (ctx->entity_len == NGX_MAIL_XMPP_ENTITY_LEN
-                || !(ngx_xmpp_name_char(ch) || ch == '#'))
-            {
-                goto not_well_formed;
-            }
-
-            ctx->entity[ctx->entity_len++] = ch;
             break;
 
         case sw_content_lt:
