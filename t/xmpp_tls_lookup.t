@@ -129,7 +129,7 @@ is(starttls_cn($p, 'bad.test'), 'default.test', 'mismatched key: default');
 
 # expiry
 
-sleep(3.5);
+sleep(4.5);
 is(starttls_cn($p, 'l1.test'), 'l1.test', 'after expiry: looked up again');
 is(requests('l1.test'), 2, 'cache expired');
 
