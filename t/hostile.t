@@ -244,8 +244,7 @@ hostile('one byte per second', sub {
 hostile('10000 whitespace keepalives, then a login', sub {
     my ($c) = @_;
     $c->send($HDR);
-    # in 1000 writes: 10000 single writes outlast "timeout" on a busy box
-    $c->send(' ' x 10) for 1 .. 1000;
+    $c->send(' ') for 1 .. 10000;
     $c->send(sasl_plain("\0alice\0secret"));
     wait_for($c, qr{</failure>});
     $c->send('</stream:stream>');

@@ -42,7 +42,7 @@ $t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
 EOF
 ));
 $t->run();
-$t->plan(61);
+$t->plan(63);
 
 my $port = $t->port(5222);
 
@@ -247,6 +247,21 @@ $c->send("<?xml version='1.0'?><stream:stream to='example.com' $STREAM>");
 like($c->read_element // '', qr/^<stream:stream\b/,
     'restart with XML declaration after whitespace');
 like($c->read_element // '', qr/<bind\b/, 'backend accepted the restart');
+$c->close;
+
+# whitespace keepalives filling the buffer: the rest waits in the socket,
+# and an element may straddle the end of the buffer
+
+$c = tls_stream();
+$c->send((' ' x 10000) . auth("\0alice\0alice-pw"));
+like($c->read_element // '', qr/^<success\b/,
+    'auth after 10000 spaces in one write');
+$c->close;
+
+$c = tls_stream();
+$c->send((' ' x 4050) . auth("\0alice\0alice-pw"));
+like($c->read_element // '', qr/^<success\b/,
+    'auth across the end of a buffer filled with spaces');
 $c->close;
 
 # a full login, one byte per write

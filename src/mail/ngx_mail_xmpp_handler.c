@@ -256,6 +256,19 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
     rc = ngx_mail_read_command(s, c);
 
     if (rc == NGX_AGAIN) {
+
+        if (c->read->ready) {
+
+            /*
+             * a read filled the buffer with input that was discarded
+             * or moved (whitespace keepalives): the rest is still in the
+             * socket, and an edge-triggered event will not come for it
+             */
+
+            ngx_post_event(c->read, &ngx_posted_events);
+            return;
+        }
+
         if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
             ngx_mail_session_internal_server_error(s);
             return;

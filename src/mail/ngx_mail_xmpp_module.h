@@ -145,6 +145,7 @@ typedef struct {
     size_t                  value_len;
     size_t                  entity_len;
 
+    u_char                 *elem_start;     /* "<" of the current element */
     u_char                 *text_start;
     u_char                 *text_end;
 

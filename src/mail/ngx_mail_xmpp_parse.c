@@ -108,7 +108,7 @@ ngx_int_t
 ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 {
     u_char                ch, *p, *target;
-    size_t                target_len;
+    size_t                n, target_len;
     ngx_int_t             rc;
     ngx_uint_t            err;
     ngx_mail_xmpp_ctx_t  *ctx;
@@ -207,6 +207,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             }
 
             if (ch == '<') {
+                ctx->elem_start = p;
                 state = sw_lt;
                 break;
             }
@@ -233,6 +234,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             ctx->db_from.len = 0;
             ctx->db_to.len = 0;
             ctx->db_id.len = 0;
+            ctx->text_start = NULL;
 
             if (ch == '?') {
                 if (ctx->stream || ctx->decl) {
@@ -692,6 +694,25 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
         s->buffer->pos = s->buffer->start;
         s->buffer->last = s->buffer->start;
+
+    } else if (ctx->elem_start > s->buffer->start) {
+
+        /*
+         * an element in progress after whitespace or an XML declaration:
+         * move it to the start, the limit is on the element alone
+         */
+
+        n = ctx->elem_start - s->buffer->start;
+
+        s->buffer->last = ngx_movemem(s->buffer->start, ctx->elem_start,
+                                      s->buffer->last - ctx->elem_start);
+        s->buffer->pos = s->buffer->last;
+
+        if (ctx->text_start) {
+            ctx->text_start -= n;
+        }
+
+        ctx->elem_start = s->buffer->start;
     }
 
     return NGX_AGAIN;
