@@ -235,6 +235,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             ctx->db_to.len = 0;
             ctx->db_id.len = 0;
             ctx->text_start = NULL;
+            ctx->text_end = NULL;
 
             if (ch == '?') {
                 if (ctx->stream || ctx->decl) {
@@ -710,6 +711,10 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
         if (ctx->text_start) {
             ctx->text_start -= n;
+        }
+
+        if (ctx->text_end) {
+            ctx->text_end -= n;
         }
 
         ctx->elem_start = s->buffer->start;
