@@ -67,6 +67,8 @@ static ngx_mail_xmpp_lookup_t *ngx_mail_xmpp_lookup_create(
     ngx_mail_xmpp_srv_conf_t *xcf, u_char *name, size_t len, ngx_log_t *log);
 static void ngx_mail_xmpp_lookup_write_handler(ngx_event_t *wev);
 static void ngx_mail_xmpp_lookup_read_handler(ngx_event_t *rev);
+static void ngx_mail_xmpp_lookup_error(ngx_mail_xmpp_lookup_t *lu,
+    ngx_err_t err, char *what);
 static void ngx_mail_xmpp_lookup_done(ngx_mail_xmpp_lookup_t *lu,
     ngx_int_t rc);
 static ngx_int_t ngx_mail_xmpp_lookup_parse(ngx_mail_xmpp_lookup_t *lu,
@@ -815,10 +817,7 @@ ngx_mail_xmpp_lookup_write_handler(ngx_event_t *wev)
     lu = c->data;
 
     if (wev->timedout) {
-        ngx_log_error(NGX_LOG_ERR, lu->log, NGX_ETIMEDOUT,
-                      "xmpp certificate lookup for \"%V\" timed out",
-                      &lu->domain);
-        ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
+        ngx_mail_xmpp_lookup_error(lu, NGX_ETIMEDOUT, "timed out");
         return;
     }
 
@@ -831,10 +830,7 @@ ngx_mail_xmpp_lookup_write_handler(ngx_event_t *wev)
     n = ngx_send(c, lu->request->pos, size);
 
     if (n == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, lu->log, 0,
-                      "xmpp certificate lookup for \"%V\" failed",
-                      &lu->domain);
-        ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
+        ngx_mail_xmpp_lookup_error(lu, 0, "failed");
         return;
     }
 
@@ -874,10 +870,7 @@ ngx_mail_xmpp_lookup_read_handler(ngx_event_t *rev)
     lu = c->data;
 
     if (rev->timedout) {
-        ngx_log_error(NGX_LOG_ERR, lu->log, NGX_ETIMEDOUT,
-                      "xmpp certificate lookup for \"%V\" timed out",
-                      &lu->domain);
-        ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
+        ngx_mail_xmpp_lookup_error(lu, NGX_ETIMEDOUT, "timed out");
         return;
     }
 
@@ -936,14 +929,22 @@ ngx_mail_xmpp_lookup_read_handler(ngx_event_t *rev)
     /* n == 0 or NGX_ERROR: HTTP/1.0, the response ends with the connection */
 
     if (n == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, lu->log, 0,
-                      "xmpp certificate lookup for \"%V\" failed",
-                      &lu->domain);
-        ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
+        ngx_mail_xmpp_lookup_error(lu, 0, "failed");
         return;
     }
 
     ngx_mail_xmpp_lookup_done(lu, NGX_OK);
+}
+
+
+static void
+ngx_mail_xmpp_lookup_error(ngx_mail_xmpp_lookup_t *lu, ngx_err_t err,
+    char *what)
+{
+    ngx_log_error(NGX_LOG_ERR, lu->log, err,
+                  "xmpp certificate lookup for \"%V\" %s", &lu->domain, what);
+
+    ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
 }
 
 
