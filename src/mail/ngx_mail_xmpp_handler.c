@@ -1242,3 +1242,54 @@ ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src)
 
     return dst;
 }
+
+
+ngx_str_t
+ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src)
+{
+    u_char         *p, *q, *last, *end;
+    ngx_str_t       v;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    /*
+     * what a peer sent, made safe for the error log: control characters,
+     * bytes outside ASCII, quotes and backslashes become "\xNN" (as in
+     * the http access log), so a value never starts a line of its own;
+     * a long value is cut, and the cut is marked with "..."
+     */
+
+    p = buf;
+    end = buf + size - (sizeof("...") - 1);
+    last = src->data + src->len;
+
+    for (q = src->data; q < last; q++) {
+
+        if (*q < 0x20 || *q >= 0x7f || *q == '"' || *q == '\\') {
+
+            if (end - p < 4) {
+                break;
+            }
+
+            *p++ = '\\';
+            *p++ = 'x';
+            *p++ = hex[*q >> 4];
+            *p++ = hex[*q & 0xf];
+            continue;
+        }
+
+        if (p == end) {
+            break;
+        }
+
+        *p++ = *q;
+    }
+
+    if (q < last) {
+        p = ngx_cpymem(p, "...", sizeof("...") - 1);
+    }
+
+    v.data = buf;
+    v.len = p - buf;
+
+    return v;
+}

@@ -16,6 +16,7 @@
 #define NGX_MAIL_XMPP_NAME_LEN       64
 #define NGX_MAIL_XMPP_VALUE_LEN      1024
 #define NGX_MAIL_XMPP_ENTITY_LEN     10
+#define NGX_MAIL_XMPP_LOG_LEN        128
 
 
 /* client commands (s->command) */
@@ -242,6 +243,7 @@ ngx_int_t ngx_mail_xmpp_stream_error(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t err);
 ngx_int_t ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t cond, ngx_str_t *text);
+ngx_str_t ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src);
 
 
 extern ngx_module_t  ngx_mail_xmpp_module;
