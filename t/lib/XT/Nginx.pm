@@ -612,7 +612,9 @@ sub ignore_log {
     return $self;
 }
 
-my $BAD = qr/\[alert\]|\[emerg\]|exited on signal|(?:Address|UndefinedBehavior|Leak|Memory|Thread)Sanitizer|runtime error:/;
+# the level of a line is right after its time stamp (or "nginx: " on stderr):
+# a client's value quoted inside a line is not a level
+my $BAD = qr/^(?:\S+ \S+ |nginx: )\[(?:alert|emerg)\]|exited on signal|(?:Address|UndefinedBehavior|Leak|Memory|Thread)Sanitizer|runtime error:/;
 
 # The problems found in error.log and nginx's stderr, as a list of lines.
 sub log_problems {
