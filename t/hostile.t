@@ -78,7 +78,7 @@ my $auth = XT::FakeServer->new(dir => $t->testdir . '/auth',
     });
 
 $t->run();
-$t->plan(48);
+$t->plan(69);
 
 my $port = $t->port(5222);
 my $port_off = $t->port(5224);
@@ -252,18 +252,31 @@ hostile('10000 whitespace keepalives, then a login', sub {
     . 'Invalid login or password</text></failure></stream:stream>\z',
     auth => 1);
 
-# "to" with quotes, <, &, CR LF, %, spaces: escaped in our replies and in
-# the auth request, where a CR LF must never start a header of its own
+# "to" with quotes, <, &, CR LF, %, spaces: not a domain, so a stream
+# error before anything else, and never an echo or an auth request
 
 my $to = "ex&quot;a&apos;m&lt;p&amp;l&#13;&#10;X-Injected: 1&#13;&#10;e %41 .com";
-my $raw_to = qq{ex"a'm<p&l\r\nX-Injected: 1\r\ne %41 .com};
-hostile('a "to" with special characters', sub {
+hostile('a "to" with special characters',
+    ["<stream:stream to='$to' version='1.0' $NS>"],
+    qr{<stream:stream [^>]* from='proxy\.test' [^>]*>}
+    . err('host-unknown'));
+for my $bad ('alice@example.com', 'example.com/res', 'exa_mple.com',
+    '-example.com', 'example-.com', 'a..b', '[::1]',
+    "b\xc3\xbccher.example", ('a' x 64) . '.com', join('.', ('a' x 60) x 5))
+{
+    (my $name = $bad) =~ s/[^\x21-\x7e]/?/g;
+    hostile("\"to\" '" . substr($name, 0, 40) . "' is not a domain",
+        ["<stream:stream to='$bad' version='1.0' $NS>"],
+        err('host-unknown'));
+}
+
+# CR LF in the password: escaped in the auth request, where a CR LF must
+# never start a header of its own
+
+hostile('CR LF in the password', sub {
     my ($c) = @_;
-    $c->send("<stream:stream to='$to' version='1.0' $NS>");
-    my $h = $c->read_element // '';
-    like($h, qr{ from='ex&quot;a&apos;m&lt;p&amp;l&#13;&#10;X-Injected: 1&#13;&#10;e %41 \.com' },
-        '"to" echoed escaped');
-    $c->send(sasl_plain("\0alice\0to-secret"));
+    $c->send($HDR);
+    $c->send(sasl_plain("\0alice\0to-secret\r\nX-Injected: 1\r\n"));
     wait_for($c, qr{</failure>});
     $c->send('</stream:stream>');
 }, qr{<failure $SASL><not-authorized/>.*</failure></stream:stream>\z}s,
@@ -275,9 +288,78 @@ my ($head) = split /\r\n\r\n/, $req;
 my @lines = split /\r\n/, $head // '';
 my ($user) = grep { /^Auth-User:/ } @lines;
 ok($req && !grep({ /[\r\n]/ || /^X-Injected/i } @lines)
-    && ($user // '') =~ /^Auth-User: alice\@ex\S*X-Injected\S*$/,
+    && ($user // '') eq 'Auth-User: alice@example.com',
     'no header injected into the auth request')
     or diag(XT::XMPP::_show($req));
+
+# what a client sends never starts a line of its own in error.log
+
+my $forged = "\n2026/12/02 13:00:00 [alert] 1#0: forged by client";
+hostile('CR LF in the authcid',
+    [$HDR, sasl_plain("\0x\@example.com$forged\0secret"),
+     '</stream:stream>'],
+    qr{@{[sasl('not-authorized')]}</stream:stream>\z});
+hostile('CR LF in the localpart',
+    [$HDR, sasl_plain("\0x$forged\0secret"), '</stream:stream>'],
+    qr{@{[sasl('malformed-request')]}</stream:stream>\z});
+hostile('CR LF in the authzid',
+    [$HDR, sasl_plain("x\@example.com$forged\0alice\0secret"),
+     '</stream:stream>'],
+    qr{@{[sasl('invalid-authzid')]}</stream:stream>\z});
+(my $ent = $forged) =~ s/\n/&#10;/;
+hostile('CR LF in the mechanism name',
+    [$HDR, "<auth $SASL mechanism='PL$ent'>AGEAYg==</auth>",
+     '</stream:stream>'],
+    qr{@{[sasl('invalid-mechanism')]}</stream:stream>\z});
+hostile('CR LF in "to"',
+    ["<stream:stream to='example.com$ent' version='1.0' $NS>"],
+    err('host-unknown'));
+
+my $elog = $t->read_file('error.log') // '';
+ok($elog !~ /^\S+ \S+ \[alert\] 1#0: forged/m
+    && $elog =~ /client sent authcid "x\@example\.com\\x0A2026/,
+    'no forged line in error.log, the authcid escaped')
+    or diag(join "\n", $elog =~ /^.*forged.*$/mg);
+
+# loops that used to cost nothing: each counts as a failed attempt, and
+# the stream ends at max_errors (5) with <policy-violation/>
+
+hostile('1000 empty <auth/> elements',
+    [$HDR, "<auth $SASL mechanism='PLAIN'/>" x 1000],
+    qr{(?:<challenge $SASL/>){5}.*}s . err('policy-violation'));
+hostile('1000 <auth/> <abort/> pairs',
+    [$HDR, "<auth $SASL mechanism='PLAIN'/><abort $SASL/>" x 1000],
+    qr{(?:<challenge $SASL/>@{[sasl('aborted')]}){4}<challenge $SASL/>}
+    . qr{@{[sasl('aborted')]}} . err('policy-violation'));
+hostile('1000 <abort/> elements', [$HDR, "<abort $SASL/>" x 1000],
+    qr{(?:@{[sasl('aborted')]}){5}} . err('policy-violation'));
+
+# a stream error reaches a client that is still sending: nginx reads and
+# drops the rest before it closes (a close with unread input would reset
+# the connection, and the error would be lost)
+
+for my $gap (0, 0.02) {
+    my $c = XT::XMPP->new(port => $port, timeout => 5)
+        or die $XT::XMPP::ERROR;
+    my $s = $c->socket;
+    $s->blocking(1);
+    my $sent = syswrite($s, $HDR . "<auth $SASL mechanism='PLAIN'>");
+    for (1 .. 10) {
+        $sent &&= syswrite($s, 'QUFB' x 2560);
+        sleep($gap) if $gap;
+    }
+    my ($out, $n) = ('');
+    while (IO::Select->new($s)->can_read(3)) {
+        $n = sysread($s, $out, 65536, length $out);
+        last unless $n;
+    }
+    my $how = !defined $n ? "read: $!" : $n ? 'no EOF' : 'EOF';
+    ok($sent && $how eq 'EOF' && $out =~ err('policy-violation'),
+        "100 KB of base64 in " . ($gap ? 'ten writes' : 'one go')
+        . ': every write taken, the stream error, then a clean EOF')
+        or diag("writes ok: " . ($sent ? 1 : 0) . ", $how, got: ..."
+            . XT::XMPP::_show(substr($out, -120)));
+}
 
 # no worker process exited meanwhile (a crash shows up here even when no
 # signal is logged)

@@ -11,6 +11,7 @@
 #include <ngx_mail_xmpp_module.h>
 
 
+static void ngx_mail_xmpp_lingering_close(ngx_event_t *rev);
 static ngx_int_t ngx_mail_xmpp_stream(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_starttls(ngx_mail_session_t *s,
@@ -19,11 +20,12 @@ static ngx_int_t ngx_mail_xmpp_auth(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s,
     ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_account(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_str_t *name, ngx_str_t *jid, ngx_uint_t *cond);
 static ngx_int_t ngx_mail_xmpp_server_stream(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_dialback(ngx_mail_session_t *s,
     ngx_connection_t *c);
-static ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
 static ngx_int_t ngx_mail_xmpp_token(ngx_str_t *id);
 static ngx_int_t ngx_mail_xmpp_append(ngx_mail_session_t *s,
     ngx_connection_t *c, u_char *data, size_t len);
@@ -47,8 +49,6 @@ static u_char  xmpp_tls_failure[] =
     "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>";
 static u_char  xmpp_challenge[] =
     "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
-static u_char  xmpp_aborted[] =
-    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><aborted/></failure>";
 static u_char  xmpp_stream_end[] = "</stream:stream>";
 
 static u_char  xmpp_error_start[] = "<stream:error><";
@@ -115,6 +115,8 @@ ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ngx_mail_set_ctx(s, ctx, ngx_mail_xmpp_module);
 
     ctx->server = (s->protocol == NGX_MAIL_XMPP_SERVER_PROTOCOL);
+    ctx->version.data = ctx->version_data;
+    ctx->mech.data = ctx->mech_data;
 
     /*
      * The client speaks first: no greeting.  After a PROXY protocol
@@ -330,13 +332,13 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
             break;
 
         default: /* NGX_XMPP_ABORT */
-            ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                           "xmpp client aborted authentication");
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client aborted SASL authentication");
 
-            /* not a failed attempt: not counted in max_errors */
+            /* a failed attempt: a loop of <abort/> ends at max_errors */
 
-            s->mail_state = ngx_xmpp_start;
-            ngx_str_set(&s->out, xmpp_aborted);
+            rc = ngx_mail_xmpp_sasl_failure(s, c, NGX_XMPP_SASL_ABORTED,
+                                            NULL);
             break;
         }
     }
@@ -383,7 +385,6 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
         }
 
         s->quit = 1;
-        s->blocked = 0;
         break;
     }
 
@@ -406,12 +407,96 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
         s->buffer->pos = s->buffer->start;
     }
 
+    if (s->quit) {
+
+        /*
+         * the stream ends while the client may still be sending: once
+         * the reply is out, a lingering close reads and drops the rest,
+         * or the close would reset the connection, and the client might
+         * never see the reply
+         */
+
+        s->quit = 0;
+        s->blocked = 1;
+        c->read->handler = ngx_mail_xmpp_lingering_close;
+    }
+
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_mail_session_internal_server_error(s);
         return;
     }
 
     ngx_mail_send(c->write);
+}
+
+
+static void
+ngx_mail_xmpp_lingering_close(ngx_event_t *rev)
+{
+    ssize_t               n;
+    ngx_buf_t            *b;
+    ngx_connection_t     *c;
+    ngx_mail_session_t   *s;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    c = rev->data;
+    s = c->data;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp lingering close, sending: %uz", s->out.len);
+
+    if (rev->timedout) {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    if (s->out.len == 0 && !ctx->lingering) {
+
+        /* the reply is out: the client gets end of file after it */
+
+        ctx->lingering = 1;
+        c->log->action = "closing stream";
+
+#if (NGX_MAIL_SSL)
+        if (c->ssl) {
+            c->ssl->no_send_shutdown = 1;
+        }
+#endif
+
+        if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
+            ngx_mail_close_connection(c);
+            return;
+        }
+
+        if (rev->timer_set) {
+            ngx_del_timer(rev);
+        }
+
+        ngx_add_timer(rev, NGX_MAIL_XMPP_LINGERING_TIME);
+    }
+
+    /* what the client still sends is read into the buffer and dropped */
+
+    b = s->buffer;
+
+    while (rev->ready) {
+        n = c->recv(c, b->start, b->end - b->start);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            ngx_mail_close_connection(c);
+            return;
+        }
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_mail_close_connection(c);
+    }
 }
 
 
@@ -547,10 +632,38 @@ ngx_mail_xmpp_starttls(ngx_mail_session_t *s, ngx_connection_t *c)
 static ngx_int_t
 ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
 {
+    ngx_int_t                  rc;
+    ngx_str_t                  mech;
     ngx_mail_xmpp_ctx_t       *ctx;
     ngx_mail_xmpp_srv_conf_t  *xcf;
+    u_char                     buf[NGX_MAIL_XMPP_LOG_LEN];
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    /* nothing of an earlier attempt is left for this one */
+
+    ngx_str_null(&s->login);
+    ngx_str_null(&s->passwd);
+
+    if (s->mail_state == ngx_xmpp_auth_plain) {
+
+        /*
+         * a new <auth/> while a challenge is unanswered: the exchange in
+         * progress failed, and counts as a failed attempt, so that a loop
+         * of empty <auth/> elements ends as any loop of failures does
+         */
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client restarted SASL authentication");
+
+        s->mail_state = ngx_xmpp_start;
+
+        rc = ngx_mail_xmpp_count_error(s, c);
+
+        if (rc != NGX_OK) {
+            return (rc == NGX_DONE) ? NGX_OK : NGX_ERROR;
+        }
+    }
 
     s->mail_state = ngx_xmpp_start;
 
@@ -572,9 +685,10 @@ ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
            != 0
         || !(xcf->auth_methods & NGX_MAIL_AUTH_PLAIN_ENABLED))
     {
+        mech = ngx_mail_xmpp_log_value(buf, sizeof(buf), &ctx->mech);
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "client requested unsupported SASL mechanism \"%V\"",
-                      &ctx->mech);
+                      &mech);
         return ngx_mail_xmpp_sasl_failure(s, c,
                                           NGX_XMPP_SASL_INVALID_MECHANISM,
                                           NULL);
@@ -601,8 +715,11 @@ static ngx_int_t
 ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     u_char               *p, *last, *nul1, *nul2;
-    ngx_str_t             text, plain, authzid, authcid, passwd;
+    ngx_int_t             rc;
+    ngx_str_t             text, plain, authzid, authcid, passwd, login, jid;
+    ngx_uint_t            cond;
     ngx_mail_xmpp_ctx_t  *ctx;
+    u_char                buf[NGX_MAIL_XMPP_LOG_LEN];
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
@@ -622,6 +739,11 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
     if (text.len == 1 && text.data[0] == '=') {
         text.len = 0;
     }
+
+    /*
+     * everything is decoded and checked in temporaries: s->login and
+     * s->passwd are set only for a message that goes to auth_http
+     */
 
     plain.data = ngx_pnalloc(c->pool, ngx_base64_decoded_length(text.len) + 1);
     if (plain.data == NULL) {
@@ -663,35 +785,44 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
     passwd.data = nul2 + 1;
     passwd.len = last - passwd.data;
 
-    /* Auth-User is always a bare JID: "localpart@domain" */
+    /* Auth-User is always the account's canonical "localpart@domain" */
 
-    if (ngx_strlchr(authcid.data, authcid.data + authcid.len, '@')) {
-        s->login = authcid;
+    rc = ngx_mail_xmpp_account(s, c, &authcid, &login, &cond);
 
-    } else {
-        s->login.len = authcid.len + 1 + ctx->host.len;
-        s->login.data = ngx_pnalloc(c->pool, s->login.len);
-        if (s->login.data == NULL) {
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        authcid = ngx_mail_xmpp_log_value(buf, sizeof(buf), &authcid);
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent authcid \"%V\" that is not an account "
+                      "of \"%V\"", &authcid, &ctx->host);
+        return ngx_mail_xmpp_sasl_failure(s, c, cond, NULL);
+    }
+
+    if (authzid.len) {
+        rc = ngx_mail_xmpp_account(s, c, &authzid, &jid, &cond);
+
+        if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
 
-        ngx_sprintf(s->login.data, "%V@%V", &authcid, &ctx->host);
+        if (rc != NGX_OK
+            || jid.len != login.len
+            || ngx_strncmp(jid.data, login.data, login.len) != 0)
+        {
+            authzid = ngx_mail_xmpp_log_value(buf, sizeof(buf), &authzid);
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client sent authzid \"%V\" that is not \"%V\"",
+                          &authzid, &login);
+            return ngx_mail_xmpp_sasl_failure(s, c,
+                                              NGX_XMPP_SASL_INVALID_AUTHZID,
+                                              NULL);
+        }
     }
 
-    if (authzid.len
-        && (authzid.len != s->login.len
-            || ngx_strncasecmp(authzid.data, s->login.data, authzid.len)
-               != 0))
-    {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client sent authzid \"%V\" that is not \"%V\"",
-                      &authzid, &s->login);
-        s->login.len = 0;
-        return ngx_mail_xmpp_sasl_failure(s, c,
-                                          NGX_XMPP_SASL_INVALID_AUTHZID,
-                                          NULL);
-    }
-
+    s->login = login;
     s->passwd = passwd;
     s->auth_method = NGX_MAIL_AUTH_PLAIN;
 
@@ -699,6 +830,112 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
                    "xmpp auth plain: \"%V\"", &s->login);
 
     return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_account(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_str_t *name, ngx_str_t *jid, ngx_uint_t *cond)
+{
+    u_char               *p, *q, *last, *at, ch;
+    ngx_str_t             domain;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    /*
+     * An authcid (or authzid) as the account it names, in the form that
+     * the auth server decides on and the backend logs in as.  Either a
+     * localpart or "localpart@domain" with the stream's domain.  The
+     * localpart is mapped as PRECIS UsernameCaseMapped (RFC 8265) maps
+     * what can be mapped without Unicode tables: fullwidth forms of
+     * ASCII (U+FF01-U+FF5E) to ASCII (width mapping), then "A"-"Z" to
+     * "a"-"z" (case mapping).  Any other non-ASCII character is refused,
+     * since only a Unicode library could tell what the backend makes of
+     * it, as are characters that no localpart holds (RFC 7622 section
+     * 3.3.1: space, controls, '"', "&", "'", "/", ":", "<", ">", "@").
+     */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    last = name->data + name->len;
+    at = ngx_strlchr(name->data, last, '@');
+
+    if (at) {
+        domain.data = at + 1;
+        domain.len = last - domain.data;
+
+        if (ngx_strlchr(domain.data, last, '@')) {
+            *cond = NGX_XMPP_SASL_MALFORMED_REQUEST;
+            return NGX_DECLINED;
+        }
+
+        if (ngx_mail_xmpp_domain(&domain) != NGX_OK
+            || domain.len != ctx->host.len
+            || ngx_strncmp(domain.data, ctx->host.data, domain.len) != 0)
+        {
+            /* an account of another domain is not one of this stream */
+            *cond = NGX_XMPP_SASL_NOT_AUTHORIZED;
+            return NGX_DECLINED;
+        }
+
+        last = at;
+    }
+
+    *cond = NGX_XMPP_SASL_MALFORMED_REQUEST;
+
+    if (last == name->data || last - name->data > 1023) {
+        return NGX_DECLINED;
+    }
+
+    /* the mapping never makes a localpart longer */
+
+    jid->data = ngx_pnalloc(c->pool, (last - name->data) + 1 + ctx->host.len);
+    if (jid->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = jid->data;
+
+    for (q = name->data; q < last; q++) {
+        ch = *q;
+
+        if (ch >= 0x80) {
+
+            /* U+FF01-U+FF5E: EF BC 81 - EF BC BF, EF BD 80 - EF BD 9E */
+
+            if (last - q < 3 || ch != 0xef
+                || (q[1] == 0xbc && (q[2] < 0x81 || q[2] > 0xbf))
+                || (q[1] == 0xbd && (q[2] < 0x80 || q[2] > 0x9e))
+                || (q[1] != 0xbc && q[1] != 0xbd))
+            {
+                return NGX_DECLINED;
+            }
+
+            /* the low 12 bits of the code point, less 0xfee0 - 0xf000 */
+
+            ch = (u_char) ((((q[1] & 0x3f) << 6) | (q[2] & 0x3f)) - 0xee0);
+            q += 2;
+        }
+
+        if (ch <= 0x20 || ch >= 0x7f
+            || ch == '"' || ch == '&' || ch == '\'' || ch == '/'
+            || ch == ':' || ch == '<' || ch == '>' || ch == '@')
+        {
+            return NGX_DECLINED;
+        }
+
+        if (ch >= 'A' && ch <= 'Z') {
+            ch |= 0x20;
+        }
+
+        *p++ = ch;
+    }
+
+    *p++ = '@';
+    p = ngx_cpymem(p, ctx->host.data, ctx->host.len);
+
+    jid->len = p - jid->data;
+
+    return NGX_OK;
 }
 
 
@@ -739,14 +976,7 @@ ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
         return NGX_MAIL_PARSE_INVALID_COMMAND;
     }
 
-    if (ngx_mail_xmpp_domain(&ctx->host) != NGX_OK) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "remote server sent invalid \"to\"");
-        ctx->error = NGX_XMPP_ERR_HOST_UNKNOWN;
-        return NGX_MAIL_PARSE_INVALID_COMMAND;
-    }
-
-    /* both are host names: nothing to escape in the request */
+    /* both are checked host names: nothing to escape in the request */
 
     len = sizeof("Auth-XMPP-From: " CRLF "Auth-XMPP-To: " CRLF) - 1
           + ctx->remote.len + ctx->host.len;
@@ -865,31 +1095,6 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
 
 
 static ngx_int_t
-ngx_mail_xmpp_domain(ngx_str_t *name)
-{
-    size_t  i;
-
-    /* letters, digits, "-", "." and UTF-8 (IDN): nothing to escape */
-
-    if (name->len == 0 || name->len > 1023) {
-        return NGX_DECLINED;
-    }
-
-    for (i = 0; i < name->len; i++) {
-        if (!((name->data[i] | 0x20) >= 'a' && (name->data[i] | 0x20) <= 'z')
-            && !(name->data[i] >= '0' && name->data[i] <= '9')
-            && name->data[i] != '-' && name->data[i] != '.'
-            && name->data[i] < 0x80)
-        {
-            return NGX_DECLINED;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_mail_xmpp_token(ngx_str_t *id)
 {
     size_t   i;
@@ -992,10 +1197,9 @@ ngx_int_t
 ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_uint_t cond, ngx_str_t *text)
 {
-    u_char                    *p;
-    size_t                     len;
-    ngx_str_t                 *name;
-    ngx_mail_core_srv_conf_t  *cscf;
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *name;
 
     name = &ngx_mail_xmpp_sasl_conditions[cond];
 
@@ -1033,24 +1237,43 @@ ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s, ngx_connection_t *c,
     s->out.len = p - s->out.data;
     s->mail_state = ngx_xmpp_start;
 
-    /* failed attempts may be retried, RFC 6120 section 6.4.5 */
-
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-
-    if (++s->errors >= cscf->max_errors) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client made too many failed authentication attempts");
-
-        if (ngx_mail_xmpp_stream_error(s, c, NGX_XMPP_ERR_POLICY_VIOLATION)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        s->quit = 1;
+    if (ngx_mail_xmpp_count_error(s, c) == NGX_ERROR) {
+        return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_mail_xmpp_count_error(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    /*
+     * failed attempts may be retried, RFC 6120 section 6.4.5, up to
+     * max_errors: then the stream ends with <policy-violation/> after
+     * what is queued in s->out
+     */
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+
+    if (++s->errors < cscf->max_errors) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "client made too many failed authentication attempts");
+
+    if (ngx_mail_xmpp_stream_error(s, c, NGX_XMPP_ERR_POLICY_VIOLATION)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    s->quit = 1;
+
+    return NGX_DONE;
 }
 
 

@@ -17,6 +17,9 @@
 #define NGX_MAIL_XMPP_VALUE_LEN      1024
 #define NGX_MAIL_XMPP_ENTITY_LEN     10
 #define NGX_MAIL_XMPP_LOG_LEN        128
+#define NGX_MAIL_XMPP_MECH_LEN       20
+#define NGX_MAIL_XMPP_VERSION_LEN    16
+#define NGX_MAIL_XMPP_LINGERING_TIME 2000
 
 
 /* client commands (s->command) */
@@ -179,9 +182,10 @@ typedef struct {
     unsigned                has_to:1;
     unsigned                has_mech:1;
     unsigned                bad_text:1;
+    unsigned                lingering:1;
 
-    ngx_str_t               version;
-    ngx_str_t               mech;
+    ngx_str_t               version;        /* in version_data */
+    ngx_str_t               mech;           /* in mech_data */
 
     size_t                  stream_name_len;
 
@@ -189,6 +193,8 @@ typedef struct {
     u_char                  stream_name[NGX_MAIL_XMPP_NAME_LEN];
     u_char                  attr_name[NGX_MAIL_XMPP_NAME_LEN];
     u_char                  entity[NGX_MAIL_XMPP_ENTITY_LEN];
+    u_char                  version_data[NGX_MAIL_XMPP_VERSION_LEN];
+    u_char                  mech_data[NGX_MAIL_XMPP_MECH_LEN];
 
     /* upstream parser */
 
@@ -218,6 +224,7 @@ void ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_mail_xmpp_init_protocol(ngx_event_t *rev);
 void ngx_mail_xmpp_auth_state(ngx_event_t *rev);
 ngx_int_t ngx_mail_xmpp_parse_command(ngx_mail_session_t *s);
+ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
 ngx_int_t ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_str_t *code);
 void ngx_mail_xmpp_proxy_handler(ngx_event_t *rev);
@@ -243,6 +250,8 @@ ngx_int_t ngx_mail_xmpp_stream_error(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t err);
 ngx_int_t ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t cond, ngx_str_t *text);
+ngx_int_t ngx_mail_xmpp_count_error(ngx_mail_session_t *s,
+    ngx_connection_t *c);
 ngx_str_t ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src);
 
 

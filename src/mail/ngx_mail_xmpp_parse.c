@@ -61,9 +61,6 @@
 #define NGX_XMPP_AT_DB_ID    12
 
 
-#define NGX_XMPP_MECH_LEN    20
-
-
 static ngx_uint_t ngx_mail_xmpp_namespace(u_char *value, size_t len);
 static ngx_int_t ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx);
 static ngx_int_t ngx_mail_xmpp_attr_value(ngx_mail_session_t *s,
@@ -986,39 +983,31 @@ ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 
         break;
 
+    /*
+     * the version and the mechanism are kept in buffers of the context:
+     * however often a client repeats them, they take no memory
+     */
+
     case NGX_XMPP_AT_VERSION:
 
-        if (ctx->value_len > 16) {
+        if (ctx->value_len > NGX_MAIL_XMPP_VERSION_LEN) {
             return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
         }
 
-        p = ngx_pnalloc(s->connection->pool, ctx->value_len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, ctx->value, ctx->value_len);
-
         ctx->version.len = ctx->value_len;
-        ctx->version.data = p;
+        ngx_memcpy(ctx->version.data, ctx->value, ctx->value_len);
         break;
 
     case NGX_XMPP_AT_MECH:
 
-        if (ctx->value_len > NGX_XMPP_MECH_LEN) {
+        if (ctx->value_len > NGX_MAIL_XMPP_MECH_LEN) {
+            /* longer than any mechanism name (RFC 4422: 20) */
             ctx->mech.len = 0;
             break;
         }
 
-        p = ngx_pnalloc(s->connection->pool, ctx->value_len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, ctx->value, ctx->value_len);
-
         ctx->mech.len = ctx->value_len;
-        ctx->mech.data = p;
+        ngx_memcpy(ctx->mech.data, ctx->value, ctx->value_len);
         break;
     }
 
@@ -1276,9 +1265,67 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
         return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
     }
 
-    if (!ctx->has_to || ctx->host.len == 0) {
+    /* the stream "to" names a domain, before anything else is done */
+
+    if (!ctx->has_to || ngx_mail_xmpp_domain(&ctx->host) != NGX_OK) {
         return NGX_XMPP_ERR_HOST_UNKNOWN;
     }
 
     return NGX_XMPP_ERR_NONE;
+}
+
+
+ngx_int_t
+ngx_mail_xmpp_domain(ngx_str_t *name)
+{
+    u_char  *p, *last, *label;
+
+    /*
+     * A domainpart (RFC 7622) as a host name: labels of letters, digits
+     * and "-" (IDNs as A-labels, IPv4 addresses in dotted form), 1 to 63
+     * characters each, not starting or ending with "-", at most 253 in
+     * all.  A final dot is dropped and letters are made lowercase in
+     * place, so the name is compared, logged and sent in one form.
+     * Nothing in such a name needs escaping anywhere.
+     */
+
+    if (name->len && name->data[name->len - 1] == '.') {
+        name->len--;
+    }
+
+    if (name->len == 0 || name->len > 253) {
+        return NGX_DECLINED;
+    }
+
+    label = name->data;
+    last = name->data + name->len;
+
+    for (p = name->data; p < last; p++) {
+
+        if (*p >= 'A' && *p <= 'Z') {
+            *p |= 0x20;
+            continue;
+        }
+
+        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) {
+            continue;
+        }
+
+        if (*p == '-' && p != label) {
+            continue;
+        }
+
+        if (*p == '.' && p != label && p[-1] != '-' && p - label <= 63) {
+            label = p + 1;
+            continue;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (p == label || p[-1] == '-' || p - label > 63) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
