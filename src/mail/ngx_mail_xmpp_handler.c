@@ -115,8 +115,6 @@ ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ngx_mail_set_ctx(s, ctx, ngx_mail_xmpp_module);
 
     ctx->server = (s->protocol == NGX_MAIL_XMPP_SERVER_PROTOCOL);
-    ctx->version.data = ctx->version_data;
-    ctx->mech.data = ctx->mech_data;
 
     /*
      * The client speaks first: no greeting.  After a PROXY protocol

@@ -137,6 +137,9 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         if (ctx->value == NULL) {
             return NGX_ERROR;
         }
+
+        ctx->version.data = ctx->version_data;
+        ctx->mech.data = ctx->mech_data;
     }
 
     state = s->state;
