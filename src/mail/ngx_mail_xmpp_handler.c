@@ -392,7 +392,7 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
         s->buffer->pos = s->buffer->start;
         s->buffer->last = s->buffer->start;
 
-    } else if (s->buffer->pos != s->buffer->start && s->state == 0) {
+    } else if (s->state == 0) {
 
         /*
          * pipelined input after a complete command: move it to the
@@ -400,9 +400,7 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
          * was split into reads
          */
 
-        s->buffer->last = ngx_movemem(s->buffer->start, s->buffer->pos,
-                                      s->buffer->last - s->buffer->pos);
-        s->buffer->pos = s->buffer->start;
+        (void) ngx_mail_xmpp_compact(s->buffer, s->buffer->pos);
     }
 
     if (s->quit) {

@@ -225,6 +225,7 @@ void ngx_mail_xmpp_init_protocol(ngx_event_t *rev);
 void ngx_mail_xmpp_auth_state(ngx_event_t *rev);
 ngx_int_t ngx_mail_xmpp_parse_command(ngx_mail_session_t *s);
 ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
+size_t ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep);
 ngx_int_t ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_str_t *code);
 void ngx_mail_xmpp_proxy_handler(ngx_event_t *rev);

@@ -33,17 +33,19 @@
 #define NGX_XMPP_NS_OTHER    7
 
 
+/* a complete element of these kinds is the command of the same number */
+
 #define NGX_XMPP_EL_NONE        0
-#define NGX_XMPP_EL_DECL        1
-#define NGX_XMPP_EL_STREAM      2
-#define NGX_XMPP_EL_STREAM_END  3
-#define NGX_XMPP_EL_STARTTLS    4
-#define NGX_XMPP_EL_AUTH        5
-#define NGX_XMPP_EL_RESPONSE    6
-#define NGX_XMPP_EL_ABORT       7
-#define NGX_XMPP_EL_CHILD       8    /* start tag inside the stream */
-#define NGX_XMPP_EL_DB_RESULT   9
-#define NGX_XMPP_EL_DB_VERIFY   10
+#define NGX_XMPP_EL_STREAM      NGX_XMPP_STREAM
+#define NGX_XMPP_EL_STREAM_END  NGX_XMPP_STREAM_END
+#define NGX_XMPP_EL_STARTTLS    NGX_XMPP_STARTTLS
+#define NGX_XMPP_EL_AUTH        NGX_XMPP_AUTH
+#define NGX_XMPP_EL_RESPONSE    NGX_XMPP_RESPONSE
+#define NGX_XMPP_EL_ABORT       NGX_XMPP_ABORT
+#define NGX_XMPP_EL_DB_RESULT   NGX_XMPP_DB_RESULT
+#define NGX_XMPP_EL_DB_VERIFY   NGX_XMPP_DB_VERIFY
+#define NGX_XMPP_EL_DECL        9
+#define NGX_XMPP_EL_CHILD       10   /* start tag inside the stream */
 
 
 #define NGX_XMPP_AT_NONE     0
@@ -61,6 +63,9 @@
 #define NGX_XMPP_AT_DB_ID    12
 
 
+static void ngx_mail_xmpp_parse_keep(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx);
+static ngx_int_t ngx_mail_xmpp_char(ngx_mail_xmpp_ctx_t *ctx, u_char ch);
 static ngx_uint_t ngx_mail_xmpp_namespace(u_char *value, size_t len);
 static ngx_int_t ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx);
 static ngx_int_t ngx_mail_xmpp_attr_value(ngx_mail_session_t *s,
@@ -105,7 +110,7 @@ ngx_int_t
 ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 {
     u_char                ch, *p, *target;
-    size_t                n, target_len;
+    size_t                target_len;
     ngx_int_t             rc;
     ngx_uint_t            err;
     ngx_mail_xmpp_ctx_t  *ctx;
@@ -149,51 +154,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
         /* UTF-8 and XML character validation of every byte */
 
-        if (ctx->utf8) {
-            if (ch < ctx->utf8_min || ch > ctx->utf8_max) {
-                goto not_well_formed;
-            }
-
-            ctx->utf8--;
-            ctx->utf8_min = 0x80;
-            ctx->utf8_max = 0xbf;
-
-        } else if (ch >= 0x80) {
-
-            ctx->utf8_min = 0x80;
-            ctx->utf8_max = 0xbf;
-
-            if (ch < 0xc2) {
-                goto not_well_formed;
-
-            } else if (ch < 0xe0) {
-                ctx->utf8 = 1;
-
-            } else if (ch < 0xf0) {
-                ctx->utf8 = 2;
-
-                if (ch == 0xe0) {
-                    ctx->utf8_min = 0xa0;
-
-                } else if (ch == 0xed) {
-                    ctx->utf8_max = 0x9f;
-                }
-
-            } else if (ch < 0xf5) {
-                ctx->utf8 = 3;
-
-                if (ch == 0xf0) {
-                    ctx->utf8_min = 0x90;
-
-                } else if (ch == 0xf4) {
-                    ctx->utf8_max = 0x8f;
-                }
-
-            } else {
-                goto not_well_formed;
-            }
-
-        } else if (ch < 0x20 && ch != '\t' && ch != CR && ch != LF) {
+        if (ngx_mail_xmpp_char(ctx, ch) != NGX_OK) {
             goto not_well_formed;
         }
 
@@ -689,75 +650,13 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
     s->buffer->pos = p;
     s->state = state;
 
-    if (state == sw_start && !ctx->utf8) {
-
-        /* nothing but whitespace: discard it, keepalives are unbounded */
-
-        s->buffer->pos = s->buffer->start;
-        s->buffer->last = s->buffer->start;
-
-    } else if (ctx->elem_start > s->buffer->start) {
-
-        /*
-         * an element in progress after whitespace or an XML declaration:
-         * move it to the start, the limit is on the element alone
-         */
-
-        n = ctx->elem_start - s->buffer->start;
-
-        s->buffer->last = ngx_movemem(s->buffer->start, ctx->elem_start,
-                                      s->buffer->last - ctx->elem_start);
-        s->buffer->pos = s->buffer->last;
-
-        if (ctx->text_start) {
-            ctx->text_start -= n;
-        }
-
-        if (ctx->text_end) {
-            ctx->text_end -= n;
-        }
-
-        ctx->elem_start = s->buffer->start;
-    }
+    ngx_mail_xmpp_parse_keep(s, ctx);
 
     return NGX_AGAIN;
 
 done:
 
-    switch (ctx->element) {
-
-    case NGX_XMPP_EL_STREAM:
-        s->command = NGX_XMPP_STREAM;
-        break;
-
-    case NGX_XMPP_EL_STREAM_END:
-        s->command = NGX_XMPP_STREAM_END;
-        break;
-
-    case NGX_XMPP_EL_STARTTLS:
-        s->command = NGX_XMPP_STARTTLS;
-        break;
-
-    case NGX_XMPP_EL_AUTH:
-        s->command = NGX_XMPP_AUTH;
-        break;
-
-    case NGX_XMPP_EL_RESPONSE:
-        s->command = NGX_XMPP_RESPONSE;
-        break;
-
-    case NGX_XMPP_EL_DB_RESULT:
-        s->command = NGX_XMPP_DB_RESULT;
-        break;
-
-    case NGX_XMPP_EL_DB_VERIFY:
-        s->command = NGX_XMPP_DB_VERIFY;
-        break;
-
-    default: /* NGX_XMPP_EL_ABORT */
-        s->command = NGX_XMPP_ABORT;
-        break;
-    }
+    s->command = ctx->element;
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
                    "xmpp command: %ui", s->command);
@@ -785,6 +684,115 @@ invalid:
     s->buffer->pos = s->buffer->last;
 
     return NGX_MAIL_PARSE_INVALID_COMMAND;
+}
+
+
+static void
+ngx_mail_xmpp_parse_keep(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
+{
+    size_t      n;
+    ngx_buf_t  *b;
+
+    /*
+     * all input is parsed, and no command is complete: keep only what
+     * the next read continues, so that the limit of xmpp_client_buffer
+     * is on one element, however the input was split into reads
+     */
+
+    b = s->buffer;
+
+    if (s->state == 0 && !ctx->utf8) {
+
+        /* nothing but whitespace: discard it, keepalives are unbounded */
+
+        b->pos = b->start;
+        b->last = b->start;
+        return;
+    }
+
+    if (ctx->elem_start <= b->start) {
+        return;
+    }
+
+    /* an element in progress after whitespace or an XML declaration */
+
+    n = ngx_mail_xmpp_compact(b, ctx->elem_start);
+
+    if (ctx->text_start) {
+        ctx->text_start -= n;
+    }
+
+    if (ctx->text_end) {
+        ctx->text_end -= n;
+    }
+
+    ctx->elem_start = b->start;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_char(ngx_mail_xmpp_ctx_t *ctx, u_char ch)
+{
+    /*
+     * UTF-8 (RFC 3629: no overlong forms, no surrogates, at most
+     * U+10FFFF) and the characters of XML 1.0, byte by byte
+     */
+
+    if (ctx->utf8) {
+        if (ch < ctx->utf8_min || ch > ctx->utf8_max) {
+            return NGX_ERROR;
+        }
+
+        ctx->utf8--;
+        ctx->utf8_min = 0x80;
+        ctx->utf8_max = 0xbf;
+
+        return NGX_OK;
+    }
+
+    if (ch < 0x80) {
+
+        if (ch < 0x20 && ch != '\t' && ch != CR && ch != LF) {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    ctx->utf8_min = 0x80;
+    ctx->utf8_max = 0xbf;
+
+    if (ch < 0xc2) {
+        return NGX_ERROR;
+
+    } else if (ch < 0xe0) {
+        ctx->utf8 = 1;
+
+    } else if (ch < 0xf0) {
+        ctx->utf8 = 2;
+
+        if (ch == 0xe0) {
+            ctx->utf8_min = 0xa0;
+
+        } else if (ch == 0xed) {
+            ctx->utf8_max = 0x9f;
+        }
+
+    } else if (ch < 0xf5) {
+        ctx->utf8 = 3;
+
+        if (ch == 0xf0) {
+            ctx->utf8_min = 0x90;
+
+        } else if (ch == 0xf4) {
+            ctx->utf8_max = 0x8f;
+        }
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1275,6 +1283,27 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
     }
 
     return NGX_XMPP_ERR_NONE;
+}
+
+
+size_t
+ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep)
+{
+    size_t  n;
+
+    /*
+     * what a buffer holds from "keep" on moves to its start, and so does
+     * "pos", which is never before "keep"; returns the distance moved
+     */
+
+    n = keep - b->start;
+
+    if (n) {
+        b->last = ngx_movemem(b->start, keep, b->last - keep);
+        b->pos -= n;
+    }
+
+    return n;
 }
 
 
