@@ -78,7 +78,7 @@ my $auth = XT::FakeServer->new(dir => $t->testdir . '/auth',
     });
 
 $t->run();
-$t->plan(69);
+$t->plan(70);
 
 my $port = $t->port(5222);
 my $port_off = $t->port(5224);
@@ -315,8 +315,13 @@ hostile('CR LF in "to"',
     ["<stream:stream to='example.com$ent' version='1.0' $NS>"],
     err('host-unknown'));
 
+hostile('CR LF in an element longer than the buffer',
+    [$HDR, "<auth $SASL mechanism='PLAIN'>$forged" . ('QUFB' x 1100)],
+    err('policy-violation'));
+
 my $elog = $t->read_file('error.log') // '';
 ok($elog !~ /^\S+ \S+ \[alert\] 1#0: forged/m
+    && $elog !~ /too long command/
     && $elog =~ /client sent authcid "x\@example\.com\\x0A2026/,
     'no forged line in error.log, the authcid escaped')
     or diag(join "\n", $elog =~ /^.*forged.*$/mg);

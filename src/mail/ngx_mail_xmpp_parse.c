@@ -652,6 +652,21 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
     ngx_mail_xmpp_parse_keep(s, ctx);
 
+    if (s->buffer->last == s->buffer->end) {
+
+        /*
+         * an element does not fit: an error of ours, before the mail
+         * core logs the unescaped input as a "too long command"
+         */
+
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "client sent an element longer than "
+                      "xmpp_client_buffer");
+
+        err = NGX_XMPP_ERR_POLICY_VIOLATION;
+        goto invalid;
+    }
+
     return NGX_AGAIN;
 
 done:

@@ -256,7 +256,13 @@ xt_run(const u_char *data, size_t size, ngx_uint_t mode)
         x->rev.handler(&x->rev);
         xt_posted();
 
-        /* the session must notice that the client has gone */
+        /*
+         * the session must notice that the client has gone, once what it
+         * still had to send is out (a stream that ends with an error
+         * reads the client's end of file after the error is sent)
+         */
+
+        xt_flush(x, s);
 
         XT_CHECK(x->conn.destroyed);
         ended_by_server = 0;
