@@ -123,7 +123,7 @@ mail {
 }
 EOF
 $t->run();
-$t->plan(20);
+$t->plan(21);
 
 ###############################################################################
 
@@ -204,7 +204,18 @@ like(join('', map { $c->read_element // '' } 1 .. 2), qr/<invalid-from\b/,
     'CR/LF in from: invalid-from');
 $c->close;
 
-unlike($l->log, qr/badkey/, 'malformed dialback never reached the backend');
+# the first dialback element is for the stream's domains, which auth_http
+# saw
+
+$c = tls_stream('l.test');
+$c->read_element;
+$c->send("<db:result from='blocked.test' to='l.test'>badkey4</db:result>");
+like(join('', map { $c->read_element // '' } 1 .. 2), qr/<invalid-from\b/,
+    'first dialback from another domain than the stream: invalid-from');
+$c->close;
+
+unlike($l->log, qr/badkey|blocked\.test/,
+    'malformed dialback never reached the backend');
 
 # direct TLS (XEP-0368): the first stream header is routed at once
 
