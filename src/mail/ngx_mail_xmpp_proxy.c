@@ -38,6 +38,8 @@ static void ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s,
 static void ngx_mail_xmpp_proxy_wait(ngx_event_t *rev);
 static void ngx_mail_xmpp_proxy_cleanup(void *data);
 static void ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s);
+static void ngx_mail_xmpp_proxy_log(ngx_connection_t *c, char *text,
+    u_char *start, u_char *last);
 
 static ngx_int_t ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos,
     u_char *last);
@@ -239,10 +241,8 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 return;
 
             case NGX_XMPP_UP_ERROR:
-                ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                              "upstream sent stream error \"%*s\"",
-                              (size_t) (b->pos - ctx->up.start),
-                              ctx->up.start);
+                ngx_mail_xmpp_proxy_log(c, "upstream sent stream error",
+                                        ctx->up.start, b->pos);
                 ngx_mail_xmpp_proxy_error(s);
                 return;
 
@@ -267,9 +267,8 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
 
 unexpected:
 
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                  "upstream sent unexpected element \"%*s\"",
-                  (size_t) (b->pos - ctx->up.start), ctx->up.start);
+    ngx_mail_xmpp_proxy_log(c, "upstream sent unexpected element",
+                            ctx->up.start, b->pos);
     ngx_mail_xmpp_proxy_error(s);
 }
 
@@ -365,9 +364,18 @@ ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s, ngx_connection_t *c)
         ctx->domain = ctx->host;
     }
 
+#if (NGX_DEBUG)
+    {
+    u_char     lbuf[NGX_MAIL_XMPP_LOG_LEN], dbuf[NGX_MAIL_XMPP_LOG_LEN];
+    ngx_str_t  l, d;
+
+    l = ngx_mail_xmpp_log_value(lbuf, sizeof(lbuf), &ctx->localpart);
+    d = ngx_mail_xmpp_log_value(dbuf, sizeof(dbuf), &ctx->domain);
+
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "mail proxy xmpp login \"%V\" to \"%V\"",
-                   &ctx->localpart, &ctx->domain);
+                   "mail proxy xmpp login \"%V\" to \"%V\"", &l, &d);
+    }
+#endif
 
     line.len = sizeof(xmpp_proxy_header_start) - 1
                + ngx_mail_xmpp_escaped_len(&ctx->domain)
@@ -445,8 +453,8 @@ ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
 
     len = last - ctx->up.start;
 
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                  "upstream rejected login: \"%*s\"", len, ctx->up.start);
+    ngx_mail_xmpp_proxy_log(c, "upstream rejected login:", ctx->up.start,
+                            last);
 
     p = ngx_pnalloc(c->pool, len);
     if (p == NULL) {
@@ -737,6 +745,24 @@ ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s)
     s->quit = 1;
 
     ngx_mail_send(s->connection->write);
+}
+
+
+static void
+ngx_mail_xmpp_proxy_log(ngx_connection_t *c, char *text, u_char *start,
+    u_char *last)
+{
+    u_char     buf[NGX_MAIL_XMPP_LOG_LEN];
+    ngx_str_t  src, v;
+
+    /* the backend's bytes, made safe for the error log */
+
+    src.data = start;
+    src.len = last - start;
+
+    v = ngx_mail_xmpp_log_value(buf, sizeof(buf), &src);
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0, "%s \"%V\"", text, &v);
 }
 
 
