@@ -13,8 +13,10 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use Digest::SHA qw(sha256_hex hmac_sha256_hex);
 use MIME::Base64 qw(encode_base64);
 use Test::More;
+use Time::HiRes qw(time sleep);
 
 use XT::Nginx qw(free_port);
 use XT::Prosody;
@@ -58,9 +60,15 @@ unbound = { hoststxt = "$td/$d/hosts"; resolvconf = "$td/$d/resolv.conf" }
 EOF
 }
 
+# R's dialback secret is known, so that a scripted remote can present a
+# key that R, the authoritative server of r.test, confirms (XEP-0185)
+
+my $SECRET = 'xt-r-dialback-secret';
+
 my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
     users => [['alice', 'r.test', 'alice-pw']],
-    extra => s2s_extra('r', 5269, $r_ip));
+    extra => s2s_extra('r', 5269, $r_ip)
+        . "dialback_secret = \"$SECRET\"\n");
 
 my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
     users => [['bob', 'l.test', 'bob-pw']],
@@ -123,7 +131,7 @@ mail {
 }
 EOF
 $t->run();
-$t->plan(20);
+$t->plan(44);
 
 ###############################################################################
 
@@ -142,6 +150,12 @@ $bob->send("<message to='alice\@r.test' type='chat' id='m2'>"
     . "<body>hello from l</body></message>");
 like($alice->read_until(qr{<body>hello from l</body>}, 20) // '',
     qr/from=.bob\@l\.test/, 'message l.test -> r.test, verified through nginx');
+
+# R checks L's key with a <db:verify/> for its own pair on the stream it
+# has through nginx (XEP-0220 section 2.1.3): that one is relayed
+
+like($l->log, qr/Received\[s2sin\w*\]: <verify\b(?=[^>]*from='r\.test')(?=[^>]*to='l\.test')/,
+    'db:verify of the approved pair on the relayed stream reached L');
 
 my @auth = grep { $_->[4] eq 'l.test' }
     map { [ split /\|/ ] } split /\n/, $t->read_file('auth.log');
@@ -204,7 +218,115 @@ like(join('', map { $c->read_element // '' } 1 .. 2), qr/<invalid-from\b/,
     'CR/LF in from: invalid-from');
 $c->close;
 
-unlike($l->log, qr/badkey/, 'malformed dialback never reached the backend');
+# the first dialback element is for the stream's domains, which auth_http
+# saw (a later element of another pair is refused below)
+
+$c = tls_stream('l.test');
+$c->read_element;
+$c->send("<db:result from='blocked.test' to='l.test'>badkey4</db:result>");
+like(join('', map { $c->read_element // '' } 1 .. 2), qr/<invalid-from\b/,
+    'first dialback from another domain than the stream: invalid-from');
+$c->close;
+
+unlike($l->log, qr/badkey|blocked\.test/,
+    'malformed dialback never reached the backend');
+
+###############################################################################
+
+# the relayed stream stays bound to the pair auth_http approved (r.test to
+# l.test).  A scripted remote, since a real server does not send what is
+# refused here: R's real key, then elements for other pairs (XEP-0220
+# multiplexing), or XML that would make nginx lose track of the elements.
+
+$c = dialback_stream();
+ok($c->{valid}, 'scripted remote: dialback through nginx valid');
+
+# the same pair later on: relayed (L answers, the key is not its own)
+
+$c->send("<db:verify from='R.test' to='l.test' id='xt-same-1'>0123</db:verify>");
+like($c->read_element(10) // '', qr/^<db:verify\b[^>]*id='xt-same-1'/,
+    'later db:verify of the approved pair relayed, answered');
+
+# what only looks like a dialback element is relayed: CDATA is text, a
+# nested element is not a dialback request, quotes hide nothing
+
+$c->send("<message to='bob\@l.test' from='x\@r.test' type='chat' id='xt-cd'>"
+    . "<body><![CDATA[</body></message><db:result from='blocked.test'"
+    . " to='l.test'>x</db:result><!-- ]]]></body></message>"
+    . "<message to='bob\@l.test' from='x\@r.test' type='chat' id='xt-nest'"
+    . " a=\"it's\" b='\"&apos;>'><db:result from='blocked.test' to='l.test'"
+    . ">x</db:result><body>nested</body></message>");
+like($bob->read_until(qr/id=.xt-nest/, 10) // '', qr/id=.xt-cd.*CDATA|id=.xt-cd/s,
+    'CDATA and nested look-alikes relayed to bob');
+
+$c->send("<db:result from='blocked.test' to='l.test' id='xt-refused-1'>"
+    . "blockedkey</db:result><message to='bob\@l.test' from='x\@r.test'"
+    . " type='chat' id='xt-after'><body>after the refusal</body></message>");
+like(stream_error($c) // '', serr('policy-violation'),
+    'dialback from another domain later: policy-violation');
+ok($c->eof_within(5), 'and the stream is closed');
+
+my ($closed, $session) = backend_session($c->{key});
+ok($closed, 'backend closed the relayed session');
+unlike($session, qr/blocked\.test|xt-refused|xt-after/,
+    'backend got neither the refused element nor what followed');
+unlike($bob->read_until(qr/xt-after/, 0.5) // '', qr/xt-after/,
+    'the stanza after the refusal never reached bob');
+like($t->read_file('error.log'), qr/remote server sent dialback from "blocked\.test" to "l\.test" on a stream from "r\.test" to "l\.test"/,
+    'the refused pair is logged');
+
+# each on a stream of its own: refused, and nothing of it reaches L
+
+my @keys;
+for my $case (
+    ['to another domain', 'policy-violation',
+        "<db:result from='r.test' to='secret.test' id='xt-refused-2'>k</db:result>"],
+    ['self-closing', 'policy-violation',
+        "<db:result from='blocked.test' to='l.test' id='xt-refused-3'/>"],
+    ['other prefix', 'policy-violation',
+        "<x:verify xmlns:x='jabber:server:dialback' from='blocked.test'"
+        . " to='l.test' id='xt-refused-4'>k</x:verify>"],
+    ['default namespace', 'policy-violation',
+        "<result xmlns='jabber:server:dialback' from='blocked.test'"
+        . " to='l.test' id='xt-refused-5'>k</result>"],
+    ['a character reference', 'policy-violation',
+        "<db:result from='r.test' to='l&#46;test' id='xt-refused-6'>k</db:result>"],
+    ['no to', 'policy-violation',
+        "<db:result from='r.test' id='xt-refused-7'>k</db:result>"],
+    ['from twice', 'policy-violation',
+        "<db:result from='r.test' to='l.test' from='blocked.test'"
+        . " id='xt-refused-8'>k</db:result>"],
+    ['a comment hiding a tag', 'restricted-xml',
+        "<!-- > <x> --><db:result from='blocked.test' to='l.test'"
+        . " id='xt-refused-9'>k</db:result>"],
+    ['a processing instruction', 'restricted-xml',
+        "<?xt <x>?><db:result from='blocked.test' to='l.test'"
+        . " id='xt-refused-10'>k</db:result>"],
+    ['a DTD', 'restricted-xml',
+        "<!DOCTYPE x [<!ENTITY e 'r.test'>]><db:result from='&e;' to='l.test'"
+        . " id='xt-refused-11'>k</db:result>"],
+) {
+    my ($name, $err, $data) = @$case;
+    $c = dialback_stream();
+    $c->send($data);
+    like(stream_error($c) // '', serr($err), "later dialback, $name: $err");
+    push @keys, $c->{key};
+}
+
+# after the first element, in the same write: checked at the handoff
+
+$c = dialback_stream("<db:result from='blocked.test' to='l.test'"
+    . " id='xt-refused-12'>k</db:result>");
+like(stream_error($c) // '', serr('policy-violation'),
+    'another pair right after the first dialback: policy-violation');
+push @keys, $c->{key};
+
+my @sessions = map { [ backend_session($_) ] } @keys;
+is(scalar(grep { $_->[0] } @sessions), scalar @keys,
+    'backend closed each of these sessions');
+unlike(join("\n", map { $_->[1] } @sessions),
+    qr/xt-refused|blocked\.test|secret\.test|[Rr]estricted/,
+    'backend got nothing of the refused elements');
 
 # direct TLS (XEP-0368): the first stream header is routed at once
 
@@ -246,8 +368,62 @@ sub tls_stream {
     $c->read_element;
     $c->starttls(SSL_hostname => $to) or die $c->error;
     $c->send("<stream:stream from='r.test' to='$to' $S>");
-    $c->read_element;
+    $c->{header} = $c->read_element // '';
     return $c;
+}
+
+# a stream of r.test relayed to L: its key (bound to L's stream id) was
+# confirmed by R, and L answered type='valid' (or what follows the key in
+# the same write was sent)
+
+sub dialback_stream {
+    my ($pipelined) = @_;
+    my $c = tls_stream('l.test');
+    my ($id) = $c->{header} =~ /\bid=['"]([^'"]+)/;
+    $c->read_element;
+    $c->{key} = hmac_sha256_hex("l.test r.test " . ($id // ''),
+        sha256_hex($SECRET));
+    $c->send("<db:result from='r.test' to='l.test'>$c->{key}</db:result>"
+        . ($pipelined // ''));
+    return $c if defined $pipelined;
+    $c->{valid} = ($c->read_element(20) // '') =~ /^<db:result\b[^>]*type=.valid/;
+    return $c;
+}
+
+# the next stream error (other elements are skipped), undef on EOF
+
+sub stream_error {
+    my ($c) = @_;
+    while (defined(my $e = $c->read_element(10))) {
+        return $e if $e =~ /^<stream:error>/;
+    }
+    return undef;
+}
+
+sub serr {
+    my $ns = 'urn:ietf:params:xml:ns:xmpp-streams';
+    return qr{^<stream:error><$_[0] xmlns='$ns'/></stream:error>\z};
+}
+
+# L's log lines of the session that was given this dialback key, and
+# whether L has closed it (it has then handled all it received)
+
+sub backend_session {
+    my ($key) = @_;
+    my $end = time() + 20;
+    my ($name, @lines);
+    while (time() < $end) {
+        my $log = $l->log;
+        ($name) = $log =~ /^\S+ \S+ \S+ (\S+)\tdebug\tasking r\.test if key \Q$key\E /m
+            unless defined $name;
+        if (defined $name) {
+            @lines = grep { /^\S+ \S+ \S+ \Q$name\E\t/ } split /\n/, $log;
+            return (1, join("\n", @lines))
+                if grep { /\tDestroying incoming session/ } @lines;
+        }
+        sleep 0.05;
+    }
+    return (0, join("\n", @lines));
 }
 
 ###############################################################################

@@ -1006,8 +1006,9 @@ static ngx_int_t
 ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     u_char               *p;
+    u_char                buf[2][NGX_MAIL_XMPP_LOG_LEN];
     size_t                len;
-    ngx_str_t             key;
+    ngx_str_t             key, v[2];
     ngx_uint_t            verify;
     ngx_mail_xmpp_ctx_t  *ctx;
 
@@ -1024,24 +1025,55 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
 
     /*
      * The element is forwarded as nginx writes it, not as received: the
-     * backend sees known attributes with checked values only.
+     * backend sees known attributes with checked values only.  Its domain
+     * pair is the one auth_http approved (the stream's "from" and "to",
+     * both checked host names); so is that of every later dialback
+     * element, see ngx_mail_xmpp_relay_check().
      */
 
-    if (ngx_mail_xmpp_domain(&ctx->db_from) != NGX_OK) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "remote server sent dialback with invalid \"from\"");
+    if (ctx->db_from.len != ctx->remote.len
+        || ngx_strncasecmp(ctx->db_from.data, ctx->remote.data,
+                           ctx->remote.len)
+           != 0)
+    {
+        if (ctx->db_from.len == 0) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "remote server sent dialback without \"from\"");
+
+        } else {
+            v[0] = ngx_mail_xmpp_log_value(buf[0], sizeof(buf[0]),
+                                           &ctx->db_from);
+            v[1] = ngx_mail_xmpp_log_value(buf[1], sizeof(buf[1]),
+                                           &ctx->remote);
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "remote server sent dialback from \"%V\" "
+                          "on a stream from \"%V\"", &v[0], &v[1]);
+        }
+
         ctx->error = NGX_XMPP_ERR_INVALID_FROM;
         return NGX_MAIL_PARSE_INVALID_COMMAND;
     }
 
-    if (ngx_mail_xmpp_domain(&ctx->db_to) != NGX_OK
-        || ctx->db_to.len != ctx->host.len
+    if (ctx->db_to.len != ctx->host.len
         || ngx_strncasecmp(ctx->db_to.data, ctx->host.data, ctx->host.len)
            != 0)
     {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "remote server sent dialback with \"to\" \"%V\" "
-                      "not the stream's \"%V\"", &ctx->db_to, &ctx->host);
+        if (ctx->db_to.len == 0) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "remote server sent dialback without \"to\"");
+
+        } else {
+            v[0] = ngx_mail_xmpp_log_value(buf[0], sizeof(buf[0]),
+                                           &ctx->db_to);
+            v[1] = ngx_mail_xmpp_log_value(buf[1], sizeof(buf[1]),
+                                           &ctx->host);
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "remote server sent dialback to \"%V\" "
+                          "on a stream to \"%V\"", &v[0], &v[1]);
+        }
+
         ctx->error = NGX_XMPP_ERR_HOST_UNKNOWN;
         return NGX_MAIL_PARSE_INVALID_COMMAND;
     }
@@ -1477,6 +1509,13 @@ ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src)
      * a long value is cut, and the cut is marked with "..."
      */
 
+    v.data = buf;
+    v.len = 0;
+
+    if (src->len == 0) {
+        return v;
+    }
+
     p = buf;
     end = buf + size - (sizeof("...") - 1);
     last = src->data + src->len;
@@ -1507,7 +1546,6 @@ ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src)
         p = ngx_cpymem(p, "...", sizeof("...") - 1);
     }
 
-    v.data = buf;
     v.len = p - buf;
 
     return v;

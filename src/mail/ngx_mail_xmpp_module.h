@@ -20,6 +20,7 @@
 #define NGX_MAIL_XMPP_MECH_LEN       20
 #define NGX_MAIL_XMPP_VERSION_LEN    16
 #define NGX_MAIL_XMPP_LINGERING_TIME 2000
+#define NGX_MAIL_XMPP_SCAN_NAME_LEN  8
 
 
 /* client commands (s->command) */
@@ -127,6 +128,54 @@ typedef struct {
 } ngx_mail_xmpp_srv_conf_t;
 
 
+/*
+ * server-to-server: the tokenizer of the relayed streams, the remote's and
+ * the backend's, and what binds the remote's stream to the domain pair
+ * auth_http approved (see ngx_mail_xmpp_proxy.c)
+ */
+
+typedef struct ngx_mail_xmpp_relay_s  ngx_mail_xmpp_relay_t;
+
+typedef struct {
+    ngx_uint_t              state;
+    ngx_uint_t              depth;
+    ngx_uint_t              child;          /* NGX_XMPP_UP_* of a child */
+    size_t                  name_len;       /* of the local name */
+    size_t                  count;          /* of a delimiter, "]]>" ... */
+    u_char                 *lt;             /* the last "<" */
+    u_char                 *start;          /* "<" of a top-level child */
+    ngx_mail_xmpp_relay_t  *relay;          /* the remote's side: checked */
+    u_char                  quote;
+    u_char                  name[NGX_MAIL_XMPP_SCAN_NAME_LEN];
+} ngx_mail_xmpp_scan_t;
+
+
+struct ngx_mail_xmpp_relay_s {
+    ngx_recv_pt             recv;           /* the remote's own */
+    ngx_recv_pt             up_recv;        /* the backend's own */
+
+    ngx_mail_xmpp_scan_t    scan;           /* what the remote sends */
+
+    ngx_str_t               pair[2];        /* approved "from" and "to" */
+
+    /* a top-level <result/> or <verify/> of the remote */
+
+    ngx_uint_t              attr;           /* 1 "from", 2 "to", 0 other */
+    ngx_uint_t              seen;           /* bits: 1 "from", 2 "to" */
+    ngx_uint_t              match;          /* bits: 1 "from", 2 "to" */
+    size_t                  attr_len;
+    size_t                  value_len[2];
+    u_char                  attr_name[4];
+    u_char                  value[2][NGX_MAIL_XMPP_LOG_LEN];  /* logged */
+
+    unsigned                dialback:1;
+    unsigned                same:1;         /* the value so far */
+    unsigned                twice:1;        /* "from" or "to" repeated */
+    unsigned                up_lost:1;      /* backend XML not followed */
+    unsigned                refused:1;
+};
+
+
 typedef struct {
     ngx_str_t               host;           /* stream "to", decoded */
     ngx_mail_xmpp_lookup_t *lookup;         /* pending lookup */
@@ -196,16 +245,10 @@ typedef struct {
     u_char                  version_data[NGX_MAIL_XMPP_VERSION_LEN];
     u_char                  mech_data[NGX_MAIL_XMPP_MECH_LEN];
 
-    /* upstream parser */
+    /* upstream parser; for xmpp-server, also the relay */
 
-    ngx_uint_t              up_state;
-    ngx_uint_t              up_depth;
-    ngx_uint_t              up_quote;
-    ngx_uint_t              up_child;
-    size_t                  up_name_len;
-    u_char                 *up_lt;
-    u_char                 *up_start;
-    u_char                  up_name[NGX_MAIL_XMPP_NAME_LEN];
+    ngx_mail_xmpp_scan_t    up;
+    ngx_mail_xmpp_relay_t  *relay;
 } ngx_mail_xmpp_ctx_t;
 
 
@@ -218,6 +261,11 @@ typedef struct {
 #define NGX_XMPP_UP_ERROR            5
 #define NGX_XMPP_UP_OTHER            6
 #define NGX_XMPP_UP_END              7
+
+/* ... and on the remote's side of a relayed xmpp-server stream */
+
+#define NGX_XMPP_UP_RESTRICTED       8
+#define NGX_XMPP_UP_PAIR             9
 
 
 void ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c);

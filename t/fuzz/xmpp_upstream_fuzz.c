@@ -10,7 +10,10 @@
  *    reads, compacted by the parser), as one read, byte by byte and in
  *    pseudo-random reads: the elements reported must not depend on the
  *    split (unless the buffer filled up), and what it points at
- *    (ctx->up_start .. b->pos) must lie in the buffer and start with "<".
+ *    (ctx->up.start .. b->pos) must lie in the buffer and start with "<".
+ *    The same again with the tokenizer in the mode that checks a remote
+ *    server's relayed stream (ctx->up.relay set): what it refuses, and
+ *    where, must not depend on the split either.
  *
  * 2. ngx_mail_xmpp_proxy_handler() itself on an upstream connection whose
  *    recv returns the input in pseudo-random reads: it must end in exactly
@@ -85,15 +88,17 @@ xt_record(xt_result_t *r, ngx_int_t rc, u_char *start, u_char *end)
 
 
 static void
-xt_parse(const u_char *data, size_t size, ngx_uint_t split, xt_result_t *r)
+xt_parse(const u_char *data, size_t size, ngx_uint_t split, ngx_uint_t check,
+    xt_result_t *r)
 {
-    size_t                n, chunk;
-    uint64_t              rnd;
-    ngx_int_t             rc;
-    ngx_buf_t            *b;
-    ngx_pool_t           *pool;
-    ngx_mail_session_t    s;
-    ngx_mail_xmpp_ctx_t  *ctx;
+    size_t                  n, chunk;
+    uint64_t                rnd;
+    ngx_int_t               rc;
+    ngx_buf_t              *b;
+    ngx_pool_t             *pool;
+    ngx_mail_session_t      s;
+    ngx_mail_xmpp_ctx_t    *ctx;
+    ngx_mail_xmpp_relay_t  *relay;
 
     ngx_memzero(r, sizeof(xt_result_t));
     ngx_memzero(&s, sizeof(ngx_mail_session_t));
@@ -102,8 +107,15 @@ xt_parse(const u_char *data, size_t size, ngx_uint_t split, xt_result_t *r)
     XT_CHECK(pool != NULL);
 
     ctx = ngx_pcalloc(pool, sizeof(ngx_mail_xmpp_ctx_t));
+    relay = ngx_pcalloc(pool, sizeof(ngx_mail_xmpp_relay_t));
     b = ngx_create_temp_buf(pool, XT_UP_BUFFER_SIZE);
-    XT_CHECK(ctx && b);
+    XT_CHECK(ctx && relay && b);
+
+    if (check) {
+        ngx_str_set(&relay->pair[0], "r.test");
+        ngx_str_set(&relay->pair[1], "l.test");
+        ctx->up.relay = relay;
+    }
 
     rnd = xt_hash(data, size, split) | 1;
     n = 0;
@@ -138,11 +150,14 @@ xt_parse(const u_char *data, size_t size, ngx_uint_t split, xt_result_t *r)
 
             if (rc == NGX_AGAIN) {
                 XT_CHECK(b->pos == b->last);
-                XT_CHECK(ctx->up_start == NULL || ctx->up_start == b->start);
+                XT_CHECK(ctx->up.start == NULL || ctx->up.start == b->start);
                 break;
             }
 
-            if (rc == NGX_ERROR) {
+            if (rc == NGX_ERROR
+                || rc == NGX_XMPP_UP_RESTRICTED || rc == NGX_XMPP_UP_PAIR)
+            {
+                XT_CHECK(check || rc == NGX_ERROR);
                 xt_record(r, rc, NULL, NULL);
                 goto done;
             }
@@ -154,20 +169,20 @@ xt_parse(const u_char *data, size_t size, ngx_uint_t split, xt_result_t *r)
                     goto done;
                 }
 
-                ctx->up_start = NULL;
+                ctx->up.start = NULL;
                 continue;
             }
 
             XT_CHECK(rc >= NGX_XMPP_UP_FEATURES && rc <= NGX_XMPP_UP_OTHER);
-            XT_CHECK(ctx->up_start != NULL);
-            XT_CHECK(ctx->up_start >= b->start && ctx->up_start < b->pos);
-            XT_CHECK(*ctx->up_start == '<');
+            XT_CHECK(ctx->up.start != NULL);
+            XT_CHECK(ctx->up.start >= b->start && ctx->up.start < b->pos);
+            XT_CHECK(*ctx->up.start == '<');
 
-            xt_record(r, rc, ctx->up_start, b->pos);
+            xt_record(r, rc, ctx->up.start, b->pos);
 
             /* as the proxy handler: after the features, the next child */
 
-            ctx->up_start = NULL;
+            ctx->up.start = NULL;
         }
     }
 
@@ -300,6 +315,7 @@ xt_proxy(const u_char *data, size_t size, ngx_uint_t seed)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    ngx_uint_t           check;
     xt_result_t         *r0, *r1, *r2;
     static xt_result_t   res[3];
 
@@ -309,11 +325,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r1 = &res[1];
     r2 = &res[2];
 
-    xt_parse(data, size, 0, r0);
-    xt_parse(data, size, 1, r1);
-    xt_parse(data, size, 2, r2);
+    for (check = 0; check < 2; check++) {
+        xt_parse(data, size, 0, check, r0);
+        xt_parse(data, size, 1, check, r1);
+        xt_parse(data, size, 2, check, r2);
 
-    if (!r0->too_long && !r1->too_long && !r2->too_long) {
+        if (r0->too_long || r1->too_long || r2->too_long) {
+            continue;
+        }
+
         if (r0->len != r1->len || ngx_memcmp(r0->log, r1->log, r0->len)
             || r1->len != r2->len || ngx_memcmp(r1->log, r2->log, r1->len))
         {
