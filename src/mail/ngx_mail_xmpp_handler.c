@@ -26,76 +26,14 @@ static ngx_int_t ngx_mail_xmpp_server_stream(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_dialback(ngx_mail_session_t *s,
     ngx_connection_t *c);
-static ngx_int_t ngx_mail_xmpp_token(ngx_str_t *id);
-static ngx_int_t ngx_mail_xmpp_append(ngx_mail_session_t *s,
-    ngx_connection_t *c, u_char *data, size_t len);
 
-
-static u_char  xmpp_header_start[] =
-    "<?xml version='1.0'?>"
-    "<stream:stream xmlns='jabber:client'"
-    " xmlns:stream='http://etherx.jabber.org/streams' from='";
-static u_char  xmpp_server_header_start[] =
-    "<?xml version='1.0'?>"
-    "<stream:stream xmlns='jabber:server'"
-    " xmlns:stream='http://etherx.jabber.org/streams'"
-    " xmlns:db='jabber:server:dialback' from='";
-static u_char  xmpp_header_id[] = "' id='";
-static u_char  xmpp_header_end[] = "' version='1.0' xml:lang='en'>";
 
 static u_char  xmpp_proceed[] =
-    "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+    "<proceed xmlns='" NGX_XMPP_TLS_NS "'/>";
 static u_char  xmpp_tls_failure[] =
-    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>";
-static u_char  xmpp_challenge[] =
-    "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+    "<failure xmlns='" NGX_XMPP_TLS_NS "'/></stream:stream>";
+static u_char  xmpp_challenge[] = "<challenge xmlns='" NGX_XMPP_SASL_NS "'/>";
 static u_char  xmpp_stream_end[] = "</stream:stream>";
-
-static u_char  xmpp_error_start[] = "<stream:error><";
-static u_char  xmpp_error_end[] =
-    " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
-    "</stream:error></stream:stream>";
-
-static u_char  xmpp_failure_start[] =
-    "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><";
-static u_char  xmpp_failure_text[] = "<text xml:lang='en'>";
-static u_char  xmpp_failure_end[] = "</text></failure>";
-static u_char  xmpp_failure_empty_end[] = "</failure>";
-
-
-static ngx_str_t  ngx_mail_xmpp_stream_errors[] = {
-    ngx_null_string,
-    ngx_string("bad-format"),
-    ngx_string("connection-timeout"),
-    ngx_string("host-unknown"),
-    ngx_string("internal-server-error"),
-    ngx_string("invalid-namespace"),
-    ngx_string("not-authorized"),
-    ngx_string("not-well-formed"),
-    ngx_string("policy-violation"),
-    ngx_string("remote-connection-failed"),
-    ngx_string("restricted-xml"),
-    ngx_string("unsupported-encoding"),
-    ngx_string("unsupported-version"),
-    ngx_string("invalid-from"),
-    ngx_null_string
-};
-
-
-static ngx_str_t  ngx_mail_xmpp_sasl_conditions[] = {
-    ngx_string("aborted"),
-    ngx_string("account-disabled"),
-    ngx_string("credentials-expired"),
-    ngx_string("encryption-required"),
-    ngx_string("incorrect-encoding"),
-    ngx_string("invalid-authzid"),
-    ngx_string("invalid-mechanism"),
-    ngx_string("malformed-request"),
-    ngx_string("mechanism-too-weak"),
-    ngx_string("not-authorized"),
-    ngx_string("temporary-auth-failure"),
-    ngx_null_string
-};
 
 
 void
@@ -426,6 +364,52 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
 }
 
 
+void
+ngx_mail_xmpp_resume(ngx_mail_session_t *s, ngx_uint_t state)
+{
+    ngx_connection_t          *c;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    /*
+     * The one way back into the auth state, for a layer below that had
+     * the session: the backend login, after the backend refused the login
+     * or, for xmpp-server, once the backend's features are relayed.  What
+     * is in s->out is sent, then the client's next command is read in
+     * "state".
+     */
+
+    c = s->connection;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp resume in state %ui", state);
+
+    s->mail_state = state;
+    s->state = 0;
+
+    c->log->action = (state == ngx_xmpp_dialback) ? "reading dialback request"
+                                                 : "in auth state";
+    c->read->handler = ngx_mail_xmpp_auth_state;
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+    ngx_add_timer(c->read, cscf->timeout);
+
+    ngx_mail_send(c->write);
+
+    if (c->destroyed) {
+        return;
+    }
+
+    if (c->read->ready || s->buffer->pos < s->buffer->last) {
+        ngx_post_event(c->read, &ngx_posted_events);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_mail_close_connection(c);
+    }
+}
+
+
 static void
 ngx_mail_xmpp_lingering_close(ngx_event_t *rev)
 {
@@ -503,6 +487,7 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
     size_t                     len;
     ngx_int_t                  rc;
     ngx_str_t                 *features;
+    ngx_uint_t                 flags;
     ngx_mail_xmpp_ctx_t       *ctx;
     ngx_mail_xmpp_srv_conf_t  *xcf;
 #if (NGX_MAIL_SSL)
@@ -544,10 +529,9 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
 #endif
 
-    len = sizeof(xmpp_server_header_start) - 1
-          + ngx_mail_xmpp_escaped_len(&ctx->host)
-          + sizeof(xmpp_header_id) - 1 + 16
-          + sizeof(xmpp_header_end) - 1
+    flags = NGX_XMPP_HEADER_ID | (ctx->server ? NGX_XMPP_HEADER_SERVER : 0);
+
+    len = ngx_mail_xmpp_stream_header(NULL, flags, &ctx->host, NULL)
           + features->len;
 
     p = ngx_pnalloc(c->pool, len);
@@ -557,19 +541,7 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
     s->out.data = p;
 
-    if (ctx->server) {
-        p = ngx_cpymem(p, xmpp_server_header_start,
-                       sizeof(xmpp_server_header_start) - 1);
-
-    } else {
-        p = ngx_cpymem(p, xmpp_header_start, sizeof(xmpp_header_start) - 1);
-    }
-
-    p = ngx_mail_xmpp_escape(p, &ctx->host);
-    p = ngx_cpymem(p, xmpp_header_id, sizeof(xmpp_header_id) - 1);
-    p = ngx_sprintf(p, "%08xD%08xD", (uint32_t) ngx_random(),
-                    (uint32_t) ngx_random());
-    p = ngx_cpymem(p, xmpp_header_end, sizeof(xmpp_header_end) - 1);
+    p = (u_char *) ngx_mail_xmpp_stream_header(p, flags, &ctx->host, NULL);
     p = ngx_cpymem(p, features->data, features->len);
 
     s->out.len = p - s->out.data;
@@ -1122,34 +1094,6 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
 }
 
 
-static ngx_int_t
-ngx_mail_xmpp_token(ngx_str_t *id)
-{
-    size_t   i;
-    u_char   ch;
-
-    /* a stream id: what servers use, nothing that needs escaping */
-
-    if (id->len == 0 || id->len > 256) {
-        return NGX_DECLINED;
-    }
-
-    for (i = 0; i < id->len; i++) {
-        ch = id->data[i];
-
-        if (!((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')
-            && !(ch >= '0' && ch <= '9')
-            && ch != '-' && ch != '.' && ch != '_' && ch != '+'
-            && ch != '/' && ch != '=')
-        {
-            return NGX_DECLINED;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
 ngx_int_t
 ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_str_t *code)
@@ -1221,332 +1165,3 @@ ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
 }
 
 
-ngx_int_t
-ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s, ngx_connection_t *c,
-    ngx_uint_t cond, ngx_str_t *text)
-{
-    u_char      *p;
-    size_t       len;
-    ngx_str_t   *name;
-
-    name = &ngx_mail_xmpp_sasl_conditions[cond];
-
-    len = sizeof(xmpp_failure_start) - 1 + name->len + sizeof("/>") - 1;
-
-    if (text && text->len) {
-        len += sizeof(xmpp_failure_text) - 1 + ngx_mail_xmpp_escaped_len(text)
-               + sizeof(xmpp_failure_end) - 1;
-
-    } else {
-        len += sizeof(xmpp_failure_empty_end) - 1;
-    }
-
-    p = ngx_pnalloc(c->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    s->out.data = p;
-
-    p = ngx_cpymem(p, xmpp_failure_start, sizeof(xmpp_failure_start) - 1);
-    p = ngx_cpymem(p, name->data, name->len);
-    *p++ = '/'; *p++ = '>';
-
-    if (text && text->len) {
-        p = ngx_cpymem(p, xmpp_failure_text, sizeof(xmpp_failure_text) - 1);
-        p = ngx_mail_xmpp_escape(p, text);
-        p = ngx_cpymem(p, xmpp_failure_end, sizeof(xmpp_failure_end) - 1);
-
-    } else {
-        p = ngx_cpymem(p, xmpp_failure_empty_end,
-                       sizeof(xmpp_failure_empty_end) - 1);
-    }
-
-    s->out.len = p - s->out.data;
-    s->mail_state = ngx_xmpp_start;
-
-    if (ngx_mail_xmpp_count_error(s, c) == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_mail_xmpp_count_error(ngx_mail_session_t *s, ngx_connection_t *c)
-{
-    ngx_mail_core_srv_conf_t  *cscf;
-
-    /*
-     * failed attempts may be retried, RFC 6120 section 6.4.5, up to
-     * max_errors: then the stream ends with <policy-violation/> after
-     * what is queued in s->out
-     */
-
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-
-    if (++s->errors < cscf->max_errors) {
-        return NGX_OK;
-    }
-
-    ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                  "client made too many failed authentication attempts");
-
-    if (ngx_mail_xmpp_stream_error(s, c, NGX_XMPP_ERR_POLICY_VIOLATION)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    s->quit = 1;
-
-    return NGX_DONE;
-}
-
-
-ngx_int_t
-ngx_mail_xmpp_stream_error(ngx_mail_session_t *s, ngx_connection_t *c,
-    ngx_uint_t err)
-{
-    u_char                    *p, *buf;
-    size_t                     len;
-    ngx_str_t                 *name;
-    ngx_mail_xmpp_ctx_t       *ctx;
-    ngx_mail_core_srv_conf_t  *cscf;
-
-    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-
-    name = &ngx_mail_xmpp_stream_errors[err];
-
-    len = sizeof(xmpp_error_start) - 1 + name->len
-          + sizeof(xmpp_error_end) - 1;
-
-    if (!ctx->header_sent) {
-
-        /* an error on the stream header still needs a header of ours */
-
-        len += sizeof(xmpp_server_header_start) - 1
-               + ngx_mail_xmpp_escaped_len(&cscf->server_name)
-               + sizeof(xmpp_header_id) - 1 + 16
-               + sizeof(xmpp_header_end) - 1;
-    }
-
-    buf = ngx_pnalloc(c->pool, len);
-    if (buf == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = buf;
-
-    if (!ctx->header_sent) {
-
-        if (ctx->server) {
-            p = ngx_cpymem(p, xmpp_server_header_start,
-                           sizeof(xmpp_server_header_start) - 1);
-
-        } else {
-            p = ngx_cpymem(p, xmpp_header_start,
-                           sizeof(xmpp_header_start) - 1);
-        }
-
-        p = ngx_mail_xmpp_escape(p, &cscf->server_name);
-        p = ngx_cpymem(p, xmpp_header_id, sizeof(xmpp_header_id) - 1);
-        p = ngx_sprintf(p, "%08xD%08xD", (uint32_t) ngx_random(),
-                        (uint32_t) ngx_random());
-        p = ngx_cpymem(p, xmpp_header_end, sizeof(xmpp_header_end) - 1);
-
-        ctx->header_sent = 1;
-    }
-
-    p = ngx_cpymem(p, xmpp_error_start, sizeof(xmpp_error_start) - 1);
-    p = ngx_cpymem(p, name->data, name->len);
-    p = ngx_cpymem(p, xmpp_error_end, sizeof(xmpp_error_end) - 1);
-
-    return ngx_mail_xmpp_append(s, c, buf, p - buf);
-}
-
-
-static ngx_int_t
-ngx_mail_xmpp_append(ngx_mail_session_t *s, ngx_connection_t *c, u_char *data,
-    size_t len)
-{
-    u_char  *p;
-
-    if (s->out.len == 0) {
-        s->out.data = data;
-        s->out.len = len;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(c->pool, s->out.len + len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, s->out.data, s->out.len);
-    ngx_memcpy(p + s->out.len, data, len);
-
-    s->out.data = p;
-    s->out.len += len;
-
-    return NGX_OK;
-}
-
-
-void
-ngx_mail_xmpp_skip_space(ngx_buf_t *b)
-{
-    /*
-     * Whitespace after <auth/> would reach the backend after its
-     * <success/>, before the client's new stream header: an XML
-     * declaration must be the first thing in a stream, so the backend
-     * would fail the restart.  Whitespace between elements means nothing.
-     */
-
-    while (b->pos < b->last
-           && (*b->pos == ' ' || *b->pos == '\t'
-               || *b->pos == CR || *b->pos == LF))
-    {
-        b->pos++;
-    }
-
-    if (b->pos == b->last) {
-        b->pos = b->start;
-        b->last = b->start;
-    }
-}
-
-
-size_t
-ngx_mail_xmpp_escaped_len(ngx_str_t *src)
-{
-    size_t   len;
-    u_char  *p, *last;
-
-    len = 0;
-    last = src->data + src->len;
-
-    for (p = src->data; p < last; p++) {
-        switch (*p) {
-        case '<':
-        case '>':
-            len += sizeof("&lt;") - 1;
-            break;
-        case '&':
-            len += sizeof("&amp;") - 1;
-            break;
-        case '\'':
-        case '"':
-            len += sizeof("&quot;") - 1;
-            break;
-        default:
-            len += (*p < 0x20) ? sizeof("&#xx;") - 1 : 1;
-            break;
-        }
-    }
-
-    return len;
-}
-
-
-u_char *
-ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src)
-{
-    u_char  *p, *last;
-
-    last = src->data + src->len;
-
-    for (p = src->data; p < last; p++) {
-        switch (*p) {
-        case '<':
-            dst = ngx_cpymem(dst, "&lt;", sizeof("&lt;") - 1);
-            break;
-        case '>':
-            dst = ngx_cpymem(dst, "&gt;", sizeof("&gt;") - 1);
-            break;
-        case '&':
-            dst = ngx_cpymem(dst, "&amp;", sizeof("&amp;") - 1);
-            break;
-        case '\'':
-            dst = ngx_cpymem(dst, "&apos;", sizeof("&apos;") - 1);
-            break;
-        case '"':
-            dst = ngx_cpymem(dst, "&quot;", sizeof("&quot;") - 1);
-            break;
-        default:
-            if (*p == '\t' || *p == CR || *p == LF) {
-                dst = ngx_sprintf(dst, "&#%02d;", (int) *p);
-
-            } else if (*p < 0x20) {
-                /* not an XML character: replaced with "?" */
-                dst = ngx_cpymem(dst, "&#63;", sizeof("&#63;") - 1);
-
-            } else {
-                *dst++ = *p;
-            }
-
-            break;
-        }
-    }
-
-    return dst;
-}
-
-
-ngx_str_t
-ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src)
-{
-    u_char         *p, *q, *last, *end;
-    ngx_str_t       v;
-    static u_char   hex[] = "0123456789ABCDEF";
-
-    /*
-     * what a peer sent, made safe for the error log: control characters,
-     * bytes outside ASCII, quotes and backslashes become "\xNN" (as in
-     * the http access log), so a value never starts a line of its own;
-     * a long value is cut, and the cut is marked with "..."
-     */
-
-    v.data = buf;
-    v.len = 0;
-
-    if (src->len == 0) {
-        return v;
-    }
-
-    p = buf;
-    end = buf + size - (sizeof("...") - 1);
-    last = src->data + src->len;
-
-    for (q = src->data; q < last; q++) {
-
-        if (*q < 0x20 || *q >= 0x7f || *q == '"' || *q == '\\') {
-
-            if (end - p < 4) {
-                break;
-            }
-
-            *p++ = '\\';
-            *p++ = 'x';
-            *p++ = hex[*q >> 4];
-            *p++ = hex[*q & 0xf];
-            continue;
-        }
-
-        if (p == end) {
-            break;
-        }
-
-        *p++ = *q;
-    }
-
-    if (q < last) {
-        p = ngx_cpymem(p, "...", sizeof("...") - 1);
-    }
-
-    v.len = p - buf;
-
-    return v;
-}

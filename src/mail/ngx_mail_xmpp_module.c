@@ -22,20 +22,16 @@ static ngx_conf_bitmask_t  ngx_mail_xmpp_auth_methods[] = {
 };
 
 
-#define NGX_XMPP_SASL_NS  "urn:ietf:params:xml:ns:xmpp-sasl"
-#define NGX_XMPP_TLS_NS   "urn:ietf:params:xml:ns:xmpp-tls"
-#define NGX_XMPP_ERR_NS   "urn:ietf:params:xml:ns:xmpp-streams"
-
 #define NGX_XMPP_HEADER                                                      \
     "<?xml version='1.0'?>"                                                  \
     "<stream:stream xmlns='jabber:client'"                                   \
-    " xmlns:stream='http://etherx.jabber.org/streams'"                       \
+    " xmlns:stream='" NGX_XMPP_STREAMS_NS "'"                                \
     " version='1.0' xml:lang='en'>"
 
 #define NGX_XMPP_SERVER_HEADER                                               \
     "<?xml version='1.0'?>"                                                  \
     "<stream:stream xmlns='jabber:server'"                                   \
-    " xmlns:stream='http://etherx.jabber.org/streams'"                       \
+    " xmlns:stream='" NGX_XMPP_STREAMS_NS "'"                                \
     " xmlns:db='jabber:server:dialback' version='1.0' xml:lang='en'>"
 
 

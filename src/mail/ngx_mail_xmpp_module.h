@@ -23,6 +23,18 @@
 #define NGX_MAIL_XMPP_SCAN_NAME_LEN  8
 
 
+#define NGX_XMPP_STREAMS_NS  "http://etherx.jabber.org/streams"
+#define NGX_XMPP_SASL_NS     "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NGX_XMPP_TLS_NS      "urn:ietf:params:xml:ns:xmpp-tls"
+#define NGX_XMPP_ERR_NS      "urn:ietf:params:xml:ns:xmpp-streams"
+
+
+/* ngx_mail_xmpp_stream_header() */
+
+#define NGX_XMPP_HEADER_SERVER       1
+#define NGX_XMPP_HEADER_ID           2
+
+
 /* client commands (s->command) */
 
 #define NGX_XMPP_STREAM              1
@@ -247,6 +259,7 @@ typedef struct {
 
     /* upstream parser; for xmpp-server, also the relay */
 
+    ngx_uint_t              login_state;    /* ngx_xmpp_proxy_state_e */
     ngx_mail_xmpp_scan_t    up;
     ngx_mail_xmpp_relay_t  *relay;
 } ngx_mail_xmpp_ctx_t;
@@ -271,15 +284,18 @@ typedef struct {
 void ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_mail_xmpp_init_protocol(ngx_event_t *rev);
 void ngx_mail_xmpp_auth_state(ngx_event_t *rev);
+void ngx_mail_xmpp_resume(ngx_mail_session_t *s, ngx_uint_t state);
 ngx_int_t ngx_mail_xmpp_parse_command(ngx_mail_session_t *s);
-ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
-size_t ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep);
 ngx_int_t ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_str_t *code);
 void ngx_mail_xmpp_proxy_handler(ngx_event_t *rev);
 void ngx_mail_xmpp_proxy_dialback(ngx_mail_session_t *s);
-ngx_int_t ngx_mail_xmpp_parse_upstream(ngx_mail_session_t *s,
-    ngx_mail_xmpp_ctx_t *ctx, ngx_buf_t *b);
+ngx_int_t ngx_mail_xmpp_parse_upstream(ngx_mail_xmpp_ctx_t *ctx,
+    ngx_buf_t *b, ngx_uint_t keep);
+ngx_int_t ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos,
+    u_char *last);
+ngx_uint_t ngx_mail_xmpp_scan_between(ngx_mail_xmpp_scan_t *sc);
+ngx_int_t ngx_mail_xmpp_relay_init(ngx_mail_session_t *s);
 
 #if (NGX_MAIL_SSL)
 char *ngx_mail_xmpp_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -292,17 +308,23 @@ ngx_int_t ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s,
     ngx_connection_t *c);
 #endif
 
-void ngx_mail_xmpp_skip_space(ngx_buf_t *b);
-u_char *ngx_mail_xmpp_escape(u_char *dst, ngx_str_t *src);
-size_t ngx_mail_xmpp_escaped_len(ngx_str_t *src);
+uintptr_t ngx_mail_xmpp_stream_header(u_char *dst, ngx_uint_t flags,
+    ngx_str_t *from, ngx_str_t *to);
 ngx_int_t ngx_mail_xmpp_stream_error(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t err);
 ngx_int_t ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t cond, ngx_str_t *text);
 ngx_int_t ngx_mail_xmpp_count_error(ngx_mail_session_t *s,
     ngx_connection_t *c);
+uintptr_t ngx_mail_xmpp_escape(u_char *dst, u_char *src, size_t size);
 ngx_str_t ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src);
+void ngx_mail_xmpp_skip_space(ngx_buf_t *b);
+size_t ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep);
+ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
+ngx_int_t ngx_mail_xmpp_token(ngx_str_t *id);
 
+extern ngx_str_t  ngx_mail_xmpp_stream_errors[];
+extern ngx_str_t  ngx_mail_xmpp_sasl_conditions[];
 
 extern ngx_module_t  ngx_mail_xmpp_module;
 extern ngx_module_t  ngx_mail_xmpp_server_module;

@@ -74,6 +74,10 @@ static ngx_int_t ngx_mail_xmpp_entity(ngx_mail_xmpp_ctx_t *ctx, u_char *buf,
     size_t *len);
 static ngx_int_t ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx);
 static ngx_uint_t ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx);
+static void ngx_mail_xmpp_scan_child(ngx_mail_xmpp_scan_t *sc);
+static void ngx_mail_xmpp_scan_attr(ngx_mail_xmpp_relay_t *r);
+static void ngx_mail_xmpp_scan_value(ngx_mail_xmpp_relay_t *r, u_char ch,
+    ngx_uint_t end);
 
 
 static ngx_str_t  ngx_mail_xmpp_namespaces[] = {
@@ -1301,78 +1305,686 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
 }
 
 
-size_t
-ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep)
+/*
+ * One tokenizer for the XML of both sides of a session.  Before the
+ * relay, it reads what the backend sends: the stream header, then complete
+ * children of the stream, each reported by its local name.  Once an
+ * xmpp-server session is relayed, it follows both directions: the
+ * backend's, to know whether its stream is between two elements (where a
+ * stream error of nginx may go), and the remote's, which it checks
+ * (sc->relay set): restricted XML (RFC 6120 section 11.1) is refused, and
+ * so is a top-level <result/> or <verify/> (any prefix) whose "from" and
+ * "to" are not the pair auth_http approved.  The backend acts on an
+ * element only when it is complete, so the check at the end of the start
+ * tag is in time.
+ *
+ * It follows well-formed XML exactly (quoted values, empty elements, CDATA
+ * sections, comments and processing instructions); at XML it cannot
+ * follow it stops with an error, as the backend's parser would.
+ */
+
+typedef enum {
+    sw_text = 0,
+    sw_lt,
+    sw_name,
+    sw_tag,
+    sw_attr,
+    sw_attr_eq,
+    sw_value_start,
+    sw_value,
+    sw_attr_end,
+    sw_empty,
+    sw_end,
+    sw_bang,
+    sw_cdata,
+    sw_comment,
+    sw_pi,
+    sw_decl
+} ngx_mail_xmpp_scan_state_e;
+
+
+ngx_int_t
+ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos, u_char *last)
 {
-    size_t  n;
+    u_char                  ch, *p;
+    ngx_uint_t              state;
+    static u_char           cdata[] = "[CDATA[";
+    ngx_mail_xmpp_relay_t  *r;
 
-    /*
-     * what a buffer holds from "keep" on moves to its start, and so does
-     * "pos", which is never before "keep"; returns the distance moved
-     */
+    state = sc->state;
+    r = sc->relay;
 
-    n = keep - b->start;
+    for (p = *pos; p < last; p++) {
+        ch = *p;
 
-    if (n) {
-        b->last = ngx_movemem(b->start, keep, b->last - keep);
-        b->pos -= n;
+        switch (state) {
+
+        case sw_text:
+
+            if (ch != '<') {
+
+                if (sc->depth) {
+                    /* character data: on to the next markup */
+
+                    p = memchr(p, '<', last - p);
+                    if (p == NULL) {
+                        goto again;
+                    }
+
+                } else if (ch == ' ' || ch == '\t' || ch == CR || ch == LF) {
+                    break;
+
+                } else {
+                    /* text outside of the stream: not XMPP at all */
+                    goto invalid;
+                }
+            }
+
+            sc->lt = p;
+            state = sw_lt;
+            break;
+
+        case sw_lt:
+
+            switch (ch) {
+
+            case '/':
+                state = sw_end;
+                break;
+
+            case '?':
+
+                if (r) {
+                    goto restricted;
+                }
+
+                sc->count = 0;
+                state = sw_pi;
+                break;
+
+            case '!':
+                sc->count = 0;
+                state = sw_bang;
+                break;
+
+            case ' ':
+            case '\t':
+            case CR:
+            case LF:
+            case '<':
+            case '>':
+            case '=':
+            case '\'':
+            case '"':
+                goto invalid;
+
+            default:
+
+                if (sc->depth == 1) {
+                    sc->start = sc->lt;
+                }
+
+                sc->name[0] = ch;
+                sc->name_len = 1;
+                state = sw_name;
+                break;
+            }
+
+            break;
+
+        case sw_name:
+
+            switch (ch) {
+
+            case ' ':
+            case '\t':
+            case CR:
+            case LF:
+            case '/':
+            case '>':
+                break;
+
+            case ':':
+                /* a prefix: the local name follows */
+                sc->name_len = 0;
+                continue;
+
+            case '<':
+            case '=':
+            case '\'':
+            case '"':
+                goto invalid;
+
+            default:
+
+                /* letters and what follows them at once */
+
+                for ( ;; ) {
+
+                    if (sc->name_len < NGX_MAIL_XMPP_SCAN_NAME_LEN) {
+                        sc->name[sc->name_len] = ch;
+                    }
+
+                    sc->name_len++;
+
+                    if (p + 1 == last || p[1] <= '>') {
+                        break;
+                    }
+
+                    ch = *++p;
+                }
+
+                continue;
+            }
+
+            if (sc->depth == 1) {
+                ngx_mail_xmpp_scan_child(sc);
+            }
+
+            state = sw_tag;
+
+            /* fall through */
+
+        case sw_tag:
+
+            switch (ch) {
+
+            case ' ':
+            case '\t':
+            case CR:
+            case LF:
+                break;
+
+            case '/':
+                state = sw_empty;
+                break;
+
+            case '>':
+                goto start_tag;
+
+            case '<':
+            case '=':
+            case '\'':
+            case '"':
+                goto invalid;
+
+            default:
+
+                if (r && r->dialback) {
+                    r->attr_name[0] = ch;
+                    r->attr_len = 1;
+                }
+
+                state = sw_attr;
+                break;
+            }
+
+            break;
+
+        case sw_attr:
+
+            switch (ch) {
+
+            case '=':
+                state = sw_value_start;
+                break;
+
+            case ' ':
+            case '\t':
+            case CR:
+            case LF:
+                state = sw_attr_eq;
+                break;
+
+            case '<':
+            case '>':
+            case '/':
+            case '\'':
+            case '"':
+                goto invalid;
+
+            default:
+
+                if (r && r->dialback) {
+                    if (r->attr_len < sizeof(r->attr_name)) {
+                        r->attr_name[r->attr_len] = ch;
+                    }
+
+                    r->attr_len++;
+                    continue;
+                }
+
+                /* letters and what follows them at once */
+
+                while (p + 1 < last && p[1] > '>') {
+                    p++;
+                }
+
+                continue;
+            }
+
+            if (r && r->dialback) {
+                ngx_mail_xmpp_scan_attr(r);
+            }
+
+            break;
+
+        case sw_attr_eq:
+
+            if (ch == '=') {
+                state = sw_value_start;
+                break;
+            }
+
+            if (ch == ' ' || ch == '\t' || ch == CR || ch == LF) {
+                break;
+            }
+
+            goto invalid;
+
+        case sw_value_start:
+
+            if (ch == '\'' || ch == '"') {
+                sc->quote = ch;
+                state = sw_value;
+                break;
+            }
+
+            if (ch == ' ' || ch == '\t' || ch == CR || ch == LF) {
+                break;
+            }
+
+            goto invalid;
+
+        case sw_value:
+
+            if (r && r->attr) {
+
+                if (ch == sc->quote) {
+                    ngx_mail_xmpp_scan_value(r, 0, 1);
+                    state = sw_attr_end;
+
+                } else {
+                    ngx_mail_xmpp_scan_value(r, ch, 0);
+                }
+
+                break;
+            }
+
+            /* on to the closing quote */
+
+            p = memchr(p, sc->quote, last - p);
+            if (p == NULL) {
+                goto again;
+            }
+
+            state = sw_attr_end;
+            break;
+
+        case sw_attr_end:
+
+            switch (ch) {
+
+            case ' ':
+            case '\t':
+            case CR:
+            case LF:
+                state = sw_tag;
+                break;
+
+            case '/':
+                state = sw_empty;
+                break;
+
+            case '>':
+                goto start_tag;
+
+            default:
+                goto invalid;
+            }
+
+            break;
+
+        case sw_empty:
+
+            if (ch != '>' || sc->depth == 0) {
+                goto invalid;
+            }
+
+            state = sw_text;
+
+            if (sc->depth == 1) {
+
+                if (r && r->dialback && (r->twice || r->match != 3)) {
+                    goto pair;
+                }
+
+                goto complete;
+            }
+
+            break;
+
+        case sw_end:
+
+            p = memchr(p, '>', last - p);
+            if (p == NULL) {
+                goto again;
+            }
+
+            state = sw_text;
+
+            if (sc->depth == 0) {
+                goto invalid;
+            }
+
+            if (--sc->depth == 0) {
+                *pos = p + 1;
+                sc->state = state;
+                return NGX_XMPP_UP_END;
+            }
+
+            if (sc->depth == 1) {
+                goto complete;
+            }
+
+            break;
+
+        case sw_bang:
+
+            if (ch == cdata[sc->count]) {
+
+                if (++sc->count == sizeof(cdata) - 1) {
+                    sc->count = 0;
+                    state = sw_cdata;
+                }
+
+                break;
+            }
+
+            if (r) {
+                goto restricted;
+            }
+
+            state = (sc->count == 0 && ch == '-') ? sw_comment : sw_decl;
+            break;
+
+        case sw_cdata:
+        case sw_comment:
+
+            /* up to "]]>" or "-->" */
+
+            if (ch == (u_char) (state == sw_cdata ? ']' : '-')) {
+
+                if (sc->count < 2) {
+                    sc->count++;
+                }
+
+                break;
+            }
+
+            if (ch == '>' && sc->count == 2) {
+                state = sw_text;
+                break;
+            }
+
+            sc->count = 0;
+            break;
+
+        case sw_pi:
+
+            if (ch == '?') {
+                sc->count = 1;
+                break;
+            }
+
+            if (ch == '>' && sc->count) {
+                state = sw_text;
+                break;
+            }
+
+            sc->count = 0;
+            break;
+
+        case sw_decl:
+
+            if (ch == '>') {
+                state = sw_text;
+            }
+
+            break;
+        }
+
+        continue;
+
+    start_tag:
+
+        state = sw_text;
+
+        if (sc->depth == 0) {
+
+            if (sc->name_len != 6 || ngx_strncmp(sc->name, "stream", 6) != 0)
+            {
+                /* not an XMPP stream header, e.g. an HTML page */
+                goto invalid;
+            }
+
+            sc->depth = 1;
+            *pos = p + 1;
+            sc->state = state;
+            return NGX_XMPP_UP_HEADER;
+        }
+
+        if (sc->depth++ == 1 && r && r->dialback) {
+
+            if (r->twice || r->match != 3) {
+                goto pair;
+            }
+
+            /* what is inside is not looked at */
+            r->dialback = 0;
+        }
+
+        continue;
+
+    complete:
+
+        *pos = p + 1;
+        sc->state = state;
+        return sc->child;
     }
 
-    return n;
+again:
+
+    *pos = last;
+    sc->state = state;
+    return NGX_AGAIN;
+
+restricted:
+
+    *pos = p;
+    sc->state = state;
+    return NGX_XMPP_UP_RESTRICTED;
+
+pair:
+
+    *pos = p;
+    sc->state = state;
+    return NGX_XMPP_UP_PAIR;
+
+invalid:
+
+    *pos = p;
+    sc->state = state;
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_mail_xmpp_scan_child(ngx_mail_xmpp_scan_t *sc)
+{
+    u_char                 *name;
+    size_t                  len;
+    ngx_mail_xmpp_relay_t  *r;
+
+    /* a child of the stream, by its local name */
+
+    name = sc->name;
+    len = sc->name_len;
+
+    if (len == 8 && ngx_strncmp(name, "features", 8) == 0) {
+        sc->child = NGX_XMPP_UP_FEATURES;
+
+    } else if (len == 7 && ngx_strncmp(name, "success", 7) == 0) {
+        sc->child = NGX_XMPP_UP_SUCCESS;
+
+    } else if (len == 7 && ngx_strncmp(name, "failure", 7) == 0) {
+        sc->child = NGX_XMPP_UP_FAILURE;
+
+    } else if (len == 5 && ngx_strncmp(name, "error", 5) == 0) {
+        sc->child = NGX_XMPP_UP_ERROR;
+
+    } else {
+        sc->child = NGX_XMPP_UP_OTHER;
+    }
+
+    r = sc->relay;
+
+    if (r == NULL) {
+        return;
+    }
+
+    /* the remote's dialback elements, whatever the prefix or namespace */
+
+    r->dialback = (len == 6 && (ngx_strncmp(name, "result", 6) == 0
+                                || ngx_strncmp(name, "verify", 6) == 0));
+    r->attr = 0;
+    r->seen = 0;
+    r->match = 0;
+    r->twice = 0;
+    r->value_len[0] = 0;
+    r->value_len[1] = 0;
+}
+
+
+static void
+ngx_mail_xmpp_scan_attr(ngx_mail_xmpp_relay_t *r)
+{
+    ngx_uint_t  attr;
+
+    /* an attribute name of a dialback element: "from", "to" or another */
+
+    if (r->attr_len == 4 && ngx_strncmp(r->attr_name, "from", 4) == 0) {
+        attr = 1;
+
+    } else if (r->attr_len == 2 && ngx_strncmp(r->attr_name, "to", 2) == 0) {
+        attr = 2;
+
+    } else {
+        r->attr = 0;
+        return;
+    }
+
+    if (r->seen & attr) {
+        r->twice = 1;
+    }
+
+    r->seen |= attr;
+    r->attr = attr;
+    r->value_len[attr - 1] = 0;
+    r->same = 1;
+}
+
+
+static void
+ngx_mail_xmpp_scan_value(ngx_mail_xmpp_relay_t *r, u_char ch, ngx_uint_t end)
+{
+    size_t      n;
+    ngx_str_t  *v;
+
+    /*
+     * a "from" or "to" value, compared byte by byte with the approved
+     * domain (ASCII case-insensitively); an entity or character reference
+     * never matches, as "&" is not in a host name
+     */
+
+    v = &r->pair[r->attr - 1];
+    n = r->value_len[r->attr - 1];
+
+    if (end) {
+
+        if (r->same && n == v->len) {
+            r->match |= r->attr;
+        }
+
+        r->attr = 0;
+        return;
+    }
+
+    if (n >= v->len || ngx_tolower(ch) != ngx_tolower(v->data[n])) {
+        r->same = 0;
+    }
+
+    if (n < NGX_MAIL_XMPP_LOG_LEN) {
+        r->value[r->attr - 1][n] = ch;
+    }
+
+    r->value_len[r->attr - 1] = n + 1;
 }
 
 
 ngx_int_t
-ngx_mail_xmpp_domain(ngx_str_t *name)
+ngx_mail_xmpp_parse_upstream(ngx_mail_xmpp_ctx_t *ctx, ngx_buf_t *b,
+    ngx_uint_t keep)
 {
-    u_char  *p, *last, *label;
+    u_char     *start;
+    ngx_int_t   rc;
 
     /*
-     * A domainpart (RFC 7622) as a host name: labels of letters, digits
-     * and "-" (IDNs as A-labels, IPv4 addresses in dotted form), 1 to 63
-     * characters each, not starting or ending with "-", at most 253 in
-     * all.  A final dot is dropped and letters are made lowercase in
-     * place, so the name is compared, logged and sent in one form.
-     * Nothing in such a name needs escaping anywhere.
+     * what the backend sends before the relay starts; with "keep" set,
+     * what was parsed stays in the buffer (it is relayed as it is)
      */
 
-    if (name->len && name->data[name->len - 1] == '.') {
-        name->len--;
+    rc = ngx_mail_xmpp_scan(&ctx->up, &b->pos, b->last);
+
+    if (rc != NGX_AGAIN || keep) {
+        return rc;
     }
 
-    if (name->len == 0 || name->len > 253) {
-        return NGX_DECLINED;
+    /*
+     * all input is consumed: keep only an unfinished child of the stream,
+     * which may have to be relayed to the client
+     */
+
+    start = ctx->up.start;
+
+    if (start == NULL && ctx->up.state == sw_lt) {
+        start = ctx->up.lt;
     }
 
-    label = name->data;
-    last = name->data + name->len;
-
-    for (p = name->data; p < last; p++) {
-
-        if (*p >= 'A' && *p <= 'Z') {
-            *p |= 0x20;
-            continue;
-        }
-
-        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) {
-            continue;
-        }
-
-        if (*p == '-' && p != label) {
-            continue;
-        }
-
-        if (*p == '.' && p != label && p[-1] != '-' && p - label <= 63) {
-            label = p + 1;
-            continue;
-        }
-
-        return NGX_DECLINED;
+    if (start == NULL) {
+        b->pos = b->start;
+        b->last = b->start;
+        return NGX_AGAIN;
     }
 
-    if (p == label || p[-1] == '-' || p - label > 63) {
-        return NGX_DECLINED;
+    if (ctx->up.lt >= start) {
+        ctx->up.lt -= start - b->start;
     }
 
-    return NGX_OK;
+    if (ctx->up.start) {
+        ctx->up.start = b->start;
+    }
+
+    (void) ngx_mail_xmpp_compact(b, start);
+
+    return NGX_AGAIN;
+}
+
+
+ngx_uint_t
+ngx_mail_xmpp_scan_between(ngx_mail_xmpp_scan_t *sc)
+{
+    /* the stream is open and no child of it is in progress */
+
+    return sc->depth == 1 && sc->state == sw_text;
 }

@@ -143,7 +143,7 @@ xt_parse(const u_char *data, size_t size, ngx_uint_t split, ngx_uint_t check,
         n += chunk;
 
         for ( ;; ) {
-            rc = ngx_mail_xmpp_parse_upstream(&s, ctx, b);
+            rc = ngx_mail_xmpp_parse_upstream(ctx, b, 0);
 
             XT_CHECK(b->start <= b->pos && b->pos <= b->last
                      && b->last <= b->end);
