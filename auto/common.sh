@@ -24,17 +24,27 @@ xt_default_release() {
     xt_releases | head -n 1
 }
 
-# Expected sha256 of the pristine tarball of release $1; fails (with a
-# message naming the known releases) for an unknown release.
-xt_release_sha256() {
-    local sum
-    sum=$(awk -v v="$1" '!/^[[:space:]]*#/ && $1 == v { print $2; exit }' "$XT_RELEASES")
-    if [ -z "$sum" ]; then
+# The pin of release $1 as "KIND VALUE" (KIND: sha256 or git-tree, see
+# auto/releases); fails (with a message naming the known releases) for an
+# unknown release or a malformed line.
+xt_release_pin() {
+    local pin
+    pin=$(awk -v v="$1" '!/^[[:space:]]*#/ && $1 == v { print $2, $3; exit }' "$XT_RELEASES")
+    if [ -z "$pin" ]; then
         echo "${0##*/}: error: unknown nginx release '$1'" \
              "(supported: $(xt_releases | tr '\n' ' ' | sed 's/ $//'); see auto/releases)" >&2
         return 1
     fi
-    echo "$sum"
+    case "$pin" in
+        "sha256 "*)   [[ "${pin#* }" =~ ^[0-9a-f]{64}$ ]] ;;
+        "git-tree "*) [[ "${pin#* }" =~ ^[0-9a-f]{40}$ ]] ;;
+        *)            false ;;
+    esac || {
+        echo "${0##*/}: error: auto/releases: bad pin for $1: '$pin'" \
+             "(want 'sha256 HEX64' or 'git-tree HEX40')" >&2
+        return 1
+    }
+    echo "$pin"
 }
 
 xt_sha256() {

@@ -11,6 +11,10 @@
 # and writes it as Markdown to build/interop/matrix-TAG.md (the README's
 # "Interop matrix" section is a copy of one).  Run on its own it shows the
 # latest results of each test, whatever run they came from.
+#
+# Then, when other releases of auto/releases have results too (auto/test
+# runs the suite once per release), the matrix by release: one column per
+# release with its four cells, also in build/interop/matrix-releases.md.
 
 use strict;
 use warnings;
@@ -146,6 +150,80 @@ if (open(my $fh, '>', $file)) {
     print $fh $md;
     close $fh;
     note("written to $file");
+}
+
+###############################################################################
+
+# The matrix by release: for every release in auto/releases with results of
+# the same build kind (this run's results for this release, the latest ones
+# for the others), one column holding its four cells in the order above.
+
+my $kind = $tag =~ s/^[\d.]+//r;
+my @releases = do {
+    open(my $fh, '<', repo_root() . '/auto/releases') or ();
+    map { (split)[0] } grep { !/^\s*(#|$)/ } <$fh>;
+};
+my %short = ('pass' => 'ok', 'FAIL' => 'FAIL', 'XPASS' => 'XPASS',
+    'xfail' => 'xf', 'n/a' => 'na');
+my (%rel_cell, @rel_rows, %rel_seen, @with);
+for my $v (@releases) {
+    my @r;
+    if ("$v$kind" eq $tag) {
+        @r = @results;
+    } else {
+        for my $f (glob repo_root() . "/build/interop/results/$v$kind/*.json") {
+            open(my $fh, '<', $f) or next;
+            local $/;
+            my $r = eval { JSON::PP::decode_json(<$fh> // '') } or next;
+            push @r, $r;
+        }
+    }
+    next unless @r;
+    push @with, $v;
+    for my $c (map { @{ $_->{cells} } } @r) {
+        push @rel_rows, $c->{name} unless $rel_seen{ $c->{name} }++;
+        my $k = "$v\0$c->{name}\0$c->{backend}\0$c->{mode}";
+        my $old = $rel_cell{$k};
+        next if $old && $rank{ $old->{status} } >= $rank{ $c->{status} };
+        $rel_cell{$k} = $c;
+    }
+}
+
+if (@with > 1) {
+    my @rt = (['client / feature', map { "nginx $_$kind" } @with]);
+    for my $row (@rel_rows) {
+        push @rt, [$row, map {
+            my $v = $_;
+            join(' ', map {
+                my $c = $rel_cell{"$v\0$row\0$_->[0]\0$_->[1]"};
+                $c ? $short{ $c->{status} } : '-';
+            } @cols);
+        } @with];
+    }
+    my $rhead = 'Interop matrix by release (each column: '
+        . join(', ', map { "$title{$_->[0]} $title{$_->[1]}" } @cols) . ')';
+    my $n = $#{ $rt[0] };
+    my @rw = map { my $i = $_; (sort { $b <=> $a } map { length $_->[$i] } @rt)[0] } 0 .. $n;
+    my $rtext = "$rhead\n";
+    for my $i (0 .. $#rt) {
+        $rtext .= join('  ', map { sprintf "%-*s", $rw[$_], $rt[$i][$_] } 0 .. $n) . "\n";
+        $rtext .= join('  ', map { '-' x $rw[$_] } 0 .. $n) . "\n" if $i == 0;
+    }
+    $rtext .= "\nok: pass; xf: xfail; na: n/a; -: not tested (reasons: the matrix "
+        . "of each release)\n";
+    diag("\n$rtext");
+
+    my $rmd = "$rhead\n\n| " . join(' | ', @{ $rt[0] }) . " |\n|"
+        . join('|', map { '---' } @{ $rt[0] }) . "|\n";
+    $rmd .= '| ' . join(' | ', map { md($_) } @$_) . " |\n" for @rt[1 .. $#rt];
+    $rmd .= "\nok: pass; xf: xfail (expected failure); na: n/a; -: not tested "
+        . "in that column.  Reasons: build/interop/matrix-VERSION.md.\n";
+    my $rfile = repo_root() . "/build/interop/matrix-releases$kind.md";
+    if (open(my $fh, '>', $rfile)) {
+        print $fh $rmd;
+        close $fh;
+        note("written to $rfile");
+    }
 }
 
 done_testing;

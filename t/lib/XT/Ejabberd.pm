@@ -8,6 +8,9 @@ package XT::Ejabberd;
 #       users    => [['alice', 'e.test', 'secret'], ...],
 #       proxy_protocol => 0 | 1,  # 1: a second c2s port with
 #                                 #    use_proxy_protocol: true ($e->pp_port)
+#       s2s_proxy_protocol => 0 | 1,  # 1: an s2s port (plain TCP, dialback)
+#                                 #    with use_proxy_protocol: true
+#                                 #    ($e->s2s_pp_port)
 #       resume_timeout => 60,     # mod_stream_mgmt (XEP-0198), always on
 #       loglevel => 'info',       # info logs logins with their address
 #       extra    => "yaml appended to ejabberd.yml",
@@ -37,8 +40,9 @@ package XT::Ejabberd;
 # The c2s listener is plain TCP on 127.0.0.1 and offers SASL PLAIN without
 # TLS (no certificate is configured, starttls is not required): it is a
 # backend behind nginx, not a server for clients.  Passwords are stored in
-# plain so that PLAIN works with the internal auth backend.  No s2s, http
-# or other listeners; the distribution port listens on 127.0.0.1 only.
+# plain so that PLAIN works with the internal auth backend.  No s2s (unless
+# s2s_proxy_protocol), http or other listeners; the distribution port
+# listens on 127.0.0.1 only.
 #
 # Not thread-safe across processes with the same dir.  Must run as root
 # (or as the ejabberd user).
@@ -81,6 +85,7 @@ sub new {
         domains        => $o{domains} // ['example.com'],
         users          => $o{users} // [],
         proxy_protocol => $o{proxy_protocol} ? 1 : 0,
+        s2s_proxy_protocol => $o{s2s_proxy_protocol} ? 1 : 0,
         resume_timeout => $o{resume_timeout} // 60,
         loglevel       => $o{loglevel} // 'info',
         extra          => $o{extra} // '',
@@ -90,6 +95,7 @@ sub new {
         owner          => $$,
     }, $class;
     $self->{pp_port} = $o{pp_port} // free_port() if $self->{proxy_protocol};
+    $self->{s2s_pp_port} = free_port() if $self->{s2s_proxy_protocol};
     $self->{node} = "xt$self->{dist_port}\@localhost";
     $self->{cookie} = join '', map { ('A' .. 'Z')[rand 26] } 1 .. 20;
 
@@ -125,6 +131,7 @@ sub exit_on_signals {
 
 sub port    { $_[0]{port} }
 sub pp_port { $_[0]{pp_port} }
+sub s2s_pp_port { $_[0]{s2s_pp_port} }
 sub host    { '127.0.0.1' }
 sub node    { $_[0]{node} }
 sub dir     { $_[0]{dir} }
@@ -169,6 +176,14 @@ EOF
     max_stanza_size: 262144
     use_proxy_protocol: true
 EOF
+    $listen .= <<"EOF" if $self->{s2s_proxy_protocol};
+  -
+    port: $self->{s2s_pp_port}
+    ip: "127.0.0.1"
+    module: ejabberd_s2s_in
+    use_proxy_protocol: true
+EOF
+    my $dialback = $self->{s2s_proxy_protocol} ? "  mod_s2s_dialback: {}\n" : '';
 
     my $yml = <<"EOF";
 # written by XT::Ejabberd for one test run
@@ -210,7 +225,7 @@ modules:
   mod_offline: {}
   mod_ping: {}
   mod_roster: {}
-  mod_stream_mgmt:
+$dialback  mod_stream_mgmt:
     resume_timeout: $self->{resume_timeout}
 EOF
     $yml .= "\n# extra\n$self->{extra}\n" if length $self->{extra};
@@ -361,6 +376,7 @@ sub start {
 
     my @ports = ($self->{port});
     push @ports, $self->{pp_port} if $self->{proxy_protocol};
+    push @ports, $self->{s2s_pp_port} if $self->{s2s_proxy_protocol};
     for my $p (@ports) {
         next if wait_for_port($p, $self->{timeout}, '127.0.0.1', sub { $self->_alive });
         my $why = $self->{pid} ? "port $p did not open in $self->{timeout}s"

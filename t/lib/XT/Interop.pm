@@ -332,7 +332,7 @@ sub cell {
 # na($backend, $mode, $reason): the client has no such mode (no test)
 sub na {
     my ($self, $backend, $mode, $reason, %o) = @_;
-    note("$self->{name} $backend $mode: n/a: $reason");
+    note(($o{name} // $self->{name}) . " $backend $mode: n/a: $reason");
     push @{ $self->{cells} }, {
         name => $o{name} // $self->{name}, backend => $backend, mode => $mode,
         status => 'n/a', reason => $reason, tests => 0,

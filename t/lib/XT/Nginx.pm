@@ -233,7 +233,7 @@ sub new {
 }
 
 sub _default_binary {
-    my $v = '1.26.3';
+    my $v = '1.30.4';
     if (open my $fh, '<', "$ROOT/auto/releases") {
         while (<$fh>) {
             next if /^\s*(#|$)/;
@@ -262,7 +262,7 @@ sub configure_args {
     return grep { length } split ' ', ($args // '');
 }
 
-# nginx version number, e.g. "1.26.3".
+# nginx version number, e.g. "1.30.4".
 sub version {
     my ($self) = @_;
     my ($v) = $self->_v_output =~ m{nginx version: \S+?/([\d.]+)};
