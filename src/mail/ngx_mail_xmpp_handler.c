@@ -115,12 +115,12 @@ ngx_mail_xmpp_init_protocol(ngx_event_t *rev)
 
     ctx->stream = 0;
     ctx->header_sent = 0;
-    ctx->decl = 0;
-    ctx->utf8 = 0;
-    ctx->element = 0;
+    ctx->parse.decl = 0;
+    ctx->parse.utf8 = 0;
+    ctx->parse.element = 0;
     ctx->error = NGX_XMPP_ERR_NONE;
-    ctx->db_prefix_len = 0;
-    ctx->remote.len = 0;
+    ctx->parse.db_prefix_len = 0;
+    ctx->s2s.remote.len = 0;
 
     s->state = 0;
     s->mail_state = ngx_xmpp_start;
@@ -647,13 +647,13 @@ ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
 
     xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
 
-    if (ctx->mech.len != sizeof("PLAIN") - 1
-        || ngx_strncasecmp(ctx->mech.data, (u_char *) "PLAIN",
+    if (ctx->parse.mech.len != sizeof("PLAIN") - 1
+        || ngx_strncasecmp(ctx->parse.mech.data, (u_char *) "PLAIN",
                            sizeof("PLAIN") - 1)
            != 0
         || !(xcf->auth_methods & NGX_MAIL_AUTH_PLAIN_ENABLED))
     {
-        mech = ngx_mail_xmpp_log_value(buf, sizeof(buf), &ctx->mech);
+        mech = ngx_mail_xmpp_log_value(buf, sizeof(buf), &ctx->parse.mech);
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "client requested unsupported SASL mechanism \"%V\"",
                       &mech);
@@ -662,7 +662,7 @@ ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
                                           NULL);
     }
 
-    if (ctx->text_start == ctx->text_end) {
+    if (ctx->parse.text_start == ctx->parse.text_end) {
 
         /* no initial response, RFC 6120 section 6.4.2 */
 
@@ -693,7 +693,7 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
 
     s->mail_state = ngx_xmpp_start;
 
-    if (ctx->bad_text) {
+    if (ctx->parse.bad_text) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "client sent invalid base64 in SASL PLAIN");
         return ngx_mail_xmpp_sasl_failure(s, c,
@@ -701,8 +701,8 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
                                           NULL);
     }
 
-    text.data = ctx->text_start;
-    text.len = ctx->text_end - ctx->text_start;
+    text.data = ctx->parse.text_start;
+    text.len = ctx->parse.text_end - ctx->parse.text_start;
 
     if (text.len == 1 && text.data[0] == '=') {
         text.len = 0;
@@ -937,7 +937,7 @@ ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-    if (ngx_mail_xmpp_domain(&ctx->remote) != NGX_OK) {
+    if (ngx_mail_xmpp_domain(&ctx->s2s.remote) != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "remote server sent invalid or no \"from\"");
         ctx->error = NGX_XMPP_ERR_INVALID_FROM;
@@ -947,7 +947,7 @@ ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
     /* both are checked host names: nothing to escape in the request */
 
     len = sizeof("Auth-XMPP-From: " CRLF "Auth-XMPP-To: " CRLF) - 1
-          + ctx->remote.len + ctx->host.len;
+          + ctx->s2s.remote.len + ctx->host.len;
 
     p = ngx_pnalloc(c->pool, len);
     if (p == NULL) {
@@ -957,18 +957,18 @@ ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
     s->auth_http_headers.data = p;
     s->auth_http_headers.len = ngx_sprintf(p, "Auth-XMPP-From: %V" CRLF
                                            "Auth-XMPP-To: %V" CRLF,
-                                           &ctx->remote, &ctx->host)
+                                           &ctx->s2s.remote, &ctx->host)
                                - p;
 
     /* Auth-User is the remote domain, it is not authenticated yet */
 
-    s->login = ctx->remote;
+    s->login = ctx->s2s.remote;
     ngx_str_set(&s->passwd, "");
     s->auth_method = NGX_MAIL_AUTH_EXTERNAL;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
                    "xmpp server stream from \"%V\" to \"%V\"",
-                   &ctx->remote, &ctx->host);
+                   &ctx->s2s.remote, &ctx->host);
 
     return NGX_DONE;
 }
@@ -1003,20 +1003,20 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
      * element, see ngx_mail_xmpp_relay_check().
      */
 
-    if (ctx->db_from.len != ctx->remote.len
-        || ngx_strncasecmp(ctx->db_from.data, ctx->remote.data,
-                           ctx->remote.len)
+    if (ctx->s2s.db_from.len != ctx->s2s.remote.len
+        || ngx_strncasecmp(ctx->s2s.db_from.data, ctx->s2s.remote.data,
+                           ctx->s2s.remote.len)
            != 0)
     {
-        if (ctx->db_from.len == 0) {
+        if (ctx->s2s.db_from.len == 0) {
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "remote server sent dialback without \"from\"");
 
         } else {
             v[0] = ngx_mail_xmpp_log_value(buf[0], sizeof(buf[0]),
-                                           &ctx->db_from);
+                                           &ctx->s2s.db_from);
             v[1] = ngx_mail_xmpp_log_value(buf[1], sizeof(buf[1]),
-                                           &ctx->remote);
+                                           &ctx->s2s.remote);
 
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "remote server sent dialback from \"%V\" "
@@ -1027,17 +1027,17 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
         return NGX_MAIL_PARSE_INVALID_COMMAND;
     }
 
-    if (ctx->db_to.len != ctx->host.len
-        || ngx_strncasecmp(ctx->db_to.data, ctx->host.data, ctx->host.len)
+    if (ctx->s2s.db_to.len != ctx->host.len
+        || ngx_strncasecmp(ctx->s2s.db_to.data, ctx->host.data, ctx->host.len)
            != 0)
     {
-        if (ctx->db_to.len == 0) {
+        if (ctx->s2s.db_to.len == 0) {
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "remote server sent dialback without \"to\"");
 
         } else {
             v[0] = ngx_mail_xmpp_log_value(buf[0], sizeof(buf[0]),
-                                           &ctx->db_to);
+                                           &ctx->s2s.db_to);
             v[1] = ngx_mail_xmpp_log_value(buf[1], sizeof(buf[1]),
                                            &ctx->host);
 
@@ -1050,11 +1050,11 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
         return NGX_MAIL_PARSE_INVALID_COMMAND;
     }
 
-    key.data = ctx->text_start;
-    key.len = ctx->text_end - ctx->text_start;
+    key.data = ctx->parse.text_start;
+    key.len = ctx->parse.text_end - ctx->parse.text_start;
 
-    if (key.len == 0 || key.len > 1024 || ctx->bad_text
-        || (verify && ngx_mail_xmpp_token(&ctx->db_id) != NGX_OK))
+    if (key.len == 0 || key.len > 1024 || ctx->parse.bad_text
+        || (verify && ngx_mail_xmpp_token(&ctx->s2s.db_id) != NGX_OK))
     {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "remote server sent malformed dialback element");
@@ -1063,30 +1063,33 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
     }
 
     len = sizeof("<db:verify from='' to='' id=''></db:verify>") - 1
-          + ctx->db_from.len + ctx->db_to.len + ctx->db_id.len + key.len;
+          + ctx->s2s.db_from.len + ctx->s2s.db_to.len + ctx->s2s.db_id.len
+          + key.len;
 
     p = ngx_pnalloc(c->pool, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->dialback.data = p;
+    ctx->s2s.dialback.data = p;
 
     if (verify) {
         p = ngx_sprintf(p, "<db:verify from='%V' to='%V' id='%V'>%V"
                         "</db:verify>",
-                        &ctx->db_from, &ctx->db_to, &ctx->db_id, &key);
+                        &ctx->s2s.db_from, &ctx->s2s.db_to, &ctx->s2s.db_id,
+                        &key);
 
     } else {
         p = ngx_sprintf(p, "<db:result from='%V' to='%V'>%V</db:result>",
-                        &ctx->db_from, &ctx->db_to, &key);
+                        &ctx->s2s.db_from, &ctx->s2s.db_to, &key);
     }
 
-    ctx->dialback.len = p - ctx->dialback.data;
+    ctx->s2s.dialback.len = p - ctx->s2s.dialback.data;
 
     ngx_log_debug3(NGX_LOG_DEBUG_MAIL, c->log, 0,
                    "xmpp dialback %s from \"%V\" to \"%V\"",
-                   verify ? "verify" : "result", &ctx->db_from, &ctx->db_to);
+                   verify ? "verify" : "result", &ctx->s2s.db_from,
+                   &ctx->s2s.db_to);
 
     ngx_mail_xmpp_proxy_dialback(s);
 

@@ -188,16 +188,9 @@ struct ngx_mail_xmpp_relay_s {
 };
 
 
+/* the client parser: one element at a time (ngx_mail_xmpp_parse.c) */
+
 typedef struct {
-    ngx_str_t               host;           /* stream "to", decoded */
-    ngx_mail_xmpp_lookup_t *lookup;         /* pending lookup */
-    ngx_str_t               localpart;      /* backend SASL authcid */
-    ngx_str_t               domain;         /* backend stream "to" */
-
-    ngx_uint_t              error;          /* NGX_XMPP_ERR_* */
-
-    /* client parser */
-
     ngx_uint_t              element;
     ngx_uint_t              attr;
     ngx_uint_t              quote;
@@ -209,6 +202,8 @@ typedef struct {
     size_t                  attr_len;
     size_t                  value_len;
     size_t                  entity_len;
+    size_t                  stream_name_len;
+    size_t                  db_prefix_len;
 
     u_char                 *elem_start;     /* "<" of the current element */
     u_char                 *text_start;
@@ -223,45 +218,57 @@ typedef struct {
     ngx_uint_t              elem_ns;
     ngx_uint_t              default_ns;
 
-    /* server-to-server: the stream "from" and a dialback element */
+    ngx_str_t               version;        /* in version_data */
+    ngx_str_t               mech;           /* in mech_data */
 
-    ngx_str_t               remote;
-    ngx_str_t               db_from;
-    ngx_str_t               db_to;
-    ngx_str_t               db_id;
-    ngx_str_t               dialback;       /* to forward to the backend */
-    size_t                  db_prefix_len;
-    u_char                  db_prefix[NGX_MAIL_XMPP_NAME_LEN];
-
-    unsigned                server:1;       /* xmpp-server protocol */
-    unsigned                up_wait:1;      /* s2s backend waits */
-    unsigned                stream:1;       /* client stream header seen */
-    unsigned                header_sent:1;  /* our stream header sent */
     unsigned                decl:1;
     unsigned                empty:1;
     unsigned                has_version:1;
     unsigned                has_to:1;
     unsigned                has_mech:1;
     unsigned                bad_text:1;
-    unsigned                lingering:1;
-
-    ngx_str_t               version;        /* in version_data */
-    ngx_str_t               mech;           /* in mech_data */
-
-    size_t                  stream_name_len;
 
     u_char                  name[NGX_MAIL_XMPP_NAME_LEN];
     u_char                  stream_name[NGX_MAIL_XMPP_NAME_LEN];
     u_char                  attr_name[NGX_MAIL_XMPP_NAME_LEN];
+    u_char                  db_prefix[NGX_MAIL_XMPP_NAME_LEN];
     u_char                  entity[NGX_MAIL_XMPP_ENTITY_LEN];
     u_char                  version_data[NGX_MAIL_XMPP_VERSION_LEN];
     u_char                  mech_data[NGX_MAIL_XMPP_MECH_LEN];
+} ngx_mail_xmpp_parse_t;
 
-    /* upstream parser; for xmpp-server, also the relay */
 
+/* server-to-server: the remote's stream "from" and its dialback request */
+
+typedef struct {
+    ngx_str_t               remote;
+    ngx_str_t               db_from;
+    ngx_str_t               db_to;
+    ngx_str_t               db_id;
+    ngx_str_t               dialback;       /* to forward to the backend */
+
+    unsigned                up_wait:1;      /* the backend waits for it */
+} ngx_mail_xmpp_s2s_t;
+
+
+typedef struct {
+    ngx_str_t               host;           /* stream "to", a domain */
+    ngx_mail_xmpp_lookup_t *lookup;         /* pending lookup */
+    ngx_str_t               localpart;      /* backend SASL authcid */
+    ngx_str_t               domain;         /* backend stream "to" */
+
+    ngx_uint_t              error;          /* NGX_XMPP_ERR_* */
     ngx_uint_t              login_state;    /* ngx_xmpp_proxy_state_e */
-    ngx_mail_xmpp_scan_t    up;
-    ngx_mail_xmpp_relay_t  *relay;
+
+    unsigned                server:1;       /* xmpp-server protocol */
+    unsigned                stream:1;       /* client stream header seen */
+    unsigned                header_sent:1;  /* our stream header sent */
+    unsigned                lingering:1;
+
+    ngx_mail_xmpp_parse_t   parse;          /* what the client sends */
+    ngx_mail_xmpp_s2s_t     s2s;
+    ngx_mail_xmpp_scan_t    up;             /* what the backend sends */
+    ngx_mail_xmpp_relay_t  *relay;          /* xmpp-server, relayed */
 } ngx_mail_xmpp_ctx_t;
 
 

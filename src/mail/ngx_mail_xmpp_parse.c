@@ -140,15 +140,15 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-    if (ctx->value == NULL) {
-        ctx->value = ngx_pnalloc(s->connection->pool,
+    if (ctx->parse.value == NULL) {
+        ctx->parse.value = ngx_pnalloc(s->connection->pool,
                                  NGX_MAIL_XMPP_VALUE_LEN);
-        if (ctx->value == NULL) {
+        if (ctx->parse.value == NULL) {
             return NGX_ERROR;
         }
 
-        ctx->version.data = ctx->version_data;
-        ctx->mech.data = ctx->mech_data;
+        ctx->parse.version.data = ctx->parse.version_data;
+        ctx->parse.mech.data = ctx->parse.mech_data;
     }
 
     state = s->state;
@@ -172,7 +172,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             }
 
             if (ch == '<') {
-                ctx->elem_start = p;
+                ctx->parse.elem_start = p;
                 state = sw_lt;
                 break;
             }
@@ -186,29 +186,29 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
         case sw_lt:
 
-            ctx->name_len = 0;
-            ctx->prefix_len = 0;
-            ctx->elem_ns = NGX_XMPP_NS_NONE;
-            ctx->default_ns = NGX_XMPP_NS_NONE;
-            ctx->empty = 0;
-            ctx->has_version = 0;
-            ctx->has_to = 0;
-            ctx->has_mech = 0;
-            ctx->bad_text = 0;
-            ctx->mech.len = 0;
-            ctx->db_from.len = 0;
-            ctx->db_to.len = 0;
-            ctx->db_id.len = 0;
-            ctx->text_start = NULL;
-            ctx->text_end = NULL;
+            ctx->parse.name_len = 0;
+            ctx->parse.prefix_len = 0;
+            ctx->parse.elem_ns = NGX_XMPP_NS_NONE;
+            ctx->parse.default_ns = NGX_XMPP_NS_NONE;
+            ctx->parse.empty = 0;
+            ctx->parse.has_version = 0;
+            ctx->parse.has_to = 0;
+            ctx->parse.has_mech = 0;
+            ctx->parse.bad_text = 0;
+            ctx->parse.mech.len = 0;
+            ctx->s2s.db_from.len = 0;
+            ctx->s2s.db_to.len = 0;
+            ctx->s2s.db_id.len = 0;
+            ctx->parse.text_start = NULL;
+            ctx->parse.text_end = NULL;
 
             if (ch == '?') {
-                if (ctx->stream || ctx->decl) {
+                if (ctx->stream || ctx->parse.decl) {
                     err = NGX_XMPP_ERR_RESTRICTED_XML;
                     goto invalid;
                 }
 
-                ctx->element = NGX_XMPP_EL_DECL;
+                ctx->parse.element = NGX_XMPP_EL_DECL;
                 state = sw_pi_name;
                 break;
             }
@@ -223,16 +223,16 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                     goto not_well_formed;
                 }
 
-                ctx->element = NGX_XMPP_EL_STREAM_END;
-                ctx->end_len = 0;
+                ctx->parse.element = NGX_XMPP_EL_STREAM_END;
+                ctx->parse.end_len = 0;
                 state = sw_end_name;
                 break;
             }
 
             if (ngx_xmpp_name_start(ch)) {
-                ctx->element = ctx->stream ? NGX_XMPP_EL_CHILD
+                ctx->parse.element = ctx->stream ? NGX_XMPP_EL_CHILD
                                            : NGX_XMPP_EL_STREAM;
-                ctx->name[ctx->name_len++] = ch;
+                ctx->parse.name[ctx->parse.name_len++] = ch;
                 state = sw_name;
                 break;
             }
@@ -242,24 +242,24 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         case sw_pi_name:
 
             if (ngx_xmpp_name_char(ch)) {
-                if (ctx->name_len == 3) {
+                if (ctx->parse.name_len == 3) {
                     err = NGX_XMPP_ERR_RESTRICTED_XML;
                     goto invalid;
                 }
 
-                ctx->name[ctx->name_len++] = ch;
+                ctx->parse.name[ctx->parse.name_len++] = ch;
                 break;
             }
 
             if (ngx_xmpp_space(ch)
-                && ctx->name_len == 3
-                && ngx_strncmp(ctx->name, "xml", 3) == 0)
+                && ctx->parse.name_len == 3
+                && ngx_strncmp(ctx->parse.name, "xml", 3) == 0)
             {
                 state = sw_attrs;
                 break;
             }
 
-            if (ctx->name_len == 0) {
+            if (ctx->parse.name_len == 0) {
                 goto not_well_formed;
             }
 
@@ -269,21 +269,21 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         case sw_name:
 
             if (ngx_xmpp_name_char(ch)) {
-                if (ctx->name_len == NGX_MAIL_XMPP_NAME_LEN) {
+                if (ctx->parse.name_len == NGX_MAIL_XMPP_NAME_LEN) {
                     err = ctx->stream ? NGX_XMPP_ERR_NOT_AUTHORIZED
                                       : NGX_XMPP_ERR_POLICY_VIOLATION;
                     goto invalid;
                 }
 
                 if (ch == ':') {
-                    if (ctx->prefix_len) {
+                    if (ctx->parse.prefix_len) {
                         goto not_well_formed;
                     }
 
-                    ctx->prefix_len = ctx->name_len;
+                    ctx->parse.prefix_len = ctx->parse.name_len;
                 }
 
-                ctx->name[ctx->name_len++] = ch;
+                ctx->parse.name[ctx->parse.name_len++] = ch;
                 break;
             }
 
@@ -309,23 +309,23 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 break;
             }
 
-            if (ch == '/' && ctx->element != NGX_XMPP_EL_DECL) {
+            if (ch == '/' && ctx->parse.element != NGX_XMPP_EL_DECL) {
                 state = sw_empty;
                 break;
             }
 
-            if (ch == '?' && ctx->element == NGX_XMPP_EL_DECL) {
+            if (ch == '?' && ctx->parse.element == NGX_XMPP_EL_DECL) {
                 state = sw_decl_end;
                 break;
             }
 
-            if (ch == '>' && ctx->element != NGX_XMPP_EL_DECL) {
+            if (ch == '>' && ctx->parse.element != NGX_XMPP_EL_DECL) {
                 goto start_tag;
             }
 
             if (ngx_xmpp_name_start(ch)) {
-                ctx->attr_len = 0;
-                ctx->attr_name[ctx->attr_len++] = ch;
+                ctx->parse.attr_len = 0;
+                ctx->parse.attr_name[ctx->parse.attr_len++] = ch;
                 state = sw_attr_name;
                 break;
             }
@@ -335,12 +335,12 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         case sw_attr_name:
 
             if (ngx_xmpp_name_char(ch)) {
-                if (ctx->attr_len < NGX_MAIL_XMPP_NAME_LEN) {
-                    ctx->attr_name[ctx->attr_len] = ch;
+                if (ctx->parse.attr_len < NGX_MAIL_XMPP_NAME_LEN) {
+                    ctx->parse.attr_name[ctx->parse.attr_len] = ch;
                 }
 
                 /* an overlong name is kept as "too long": never ours */
-                ctx->attr_len++;
+                ctx->parse.attr_len++;
                 break;
             }
 
@@ -383,8 +383,8 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                     goto invalid;
                 }
 
-                ctx->quote = ch;
-                ctx->value_len = 0;
+                ctx->parse.quote = ch;
+                ctx->parse.value_len = 0;
                 state = sw_attr_value;
                 break;
             }
@@ -393,7 +393,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
         case sw_attr_value:
 
-            if (ch == ctx->quote) {
+            if (ch == ctx->parse.quote) {
                 rc = ngx_mail_xmpp_attr_value(s, ctx);
 
                 if (rc == NGX_ERROR) {
@@ -414,47 +414,52 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             }
 
             if (ch == '&') {
-                ctx->entity_len = 0;
-                ctx->entity_state = sw_attr_value;
+                ctx->parse.entity_len = 0;
+                ctx->parse.entity_state = sw_attr_value;
                 state = sw_entity;
                 break;
             }
 
-            if (ctx->attr == NGX_XMPP_AT_NONE) {
+            if (ctx->parse.attr == NGX_XMPP_AT_NONE) {
                 break;
             }
 
-            if (ctx->value_len == NGX_MAIL_XMPP_VALUE_LEN) {
+            if (ctx->parse.value_len == NGX_MAIL_XMPP_VALUE_LEN) {
                 err = NGX_XMPP_ERR_POLICY_VIOLATION;
                 goto invalid;
             }
 
             /* attribute value normalization, XML 1.0 section 3.3.3 */
 
-            ctx->value[ctx->value_len++] = ngx_xmpp_space(ch) ? ' ' : ch;
+            if (ngx_xmpp_space(ch)) {
+                ch = ' ';
+            }
+
+            ctx->parse.value[ctx->parse.value_len++] = ch;
             break;
 
         /* a reference in an attribute value or in text */
         case sw_entity:
 
             if (ch == ';') {
-                if (ngx_mail_xmpp_entity(ctx, ctx->value, &ctx->value_len)
+                if (ngx_mail_xmpp_entity(ctx, ctx->parse.value,
+                                         &ctx->parse.value_len)
                     != NGX_OK)
                 {
                     goto not_well_formed;
                 }
 
-                state = ctx->entity_state;
+                state = ctx->parse.entity_state;
                 break;
             }
 
-            if (ctx->entity_len == NGX_MAIL_XMPP_ENTITY_LEN
+            if (ctx->parse.entity_len == NGX_MAIL_XMPP_ENTITY_LEN
                 || !(ngx_xmpp_name_char(ch) || ch == '#'))
             {
                 goto not_well_formed;
             }
 
-            ctx->entity[ctx->entity_len++] = ch;
+            ctx->parse.entity[ctx->parse.entity_len++] = ch;
             break;
 
         case sw_empty:
@@ -463,7 +468,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 goto not_well_formed;
             }
 
-            ctx->empty = 1;
+            ctx->parse.empty = 1;
             goto start_tag;
 
         case sw_decl_end:
@@ -472,7 +477,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 goto not_well_formed;
             }
 
-            if (ctx->bad_text) {
+            if (ctx->parse.bad_text) {
                 err = NGX_XMPP_ERR_UNSUPPORTED_ENCODING;
                 goto invalid;
             }
@@ -480,8 +485,8 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             ngx_log_debug0(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
                            "xmpp xml declaration");
 
-            ctx->decl = 1;
-            ctx->element = NGX_XMPP_EL_NONE;
+            ctx->parse.decl = 1;
+            ctx->parse.element = NGX_XMPP_EL_NONE;
             state = sw_start;
             break;
 
@@ -504,7 +509,7 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         case sw_text:
 
             if (ch == '<') {
-                ctx->text_end = p;
+                ctx->parse.text_end = p;
                 state = sw_content_lt;
                 break;
             }
@@ -513,16 +518,16 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
                 /* a reference is well-formed XML, but never base64 */
 
-                ctx->bad_text = 1;
-                ctx->attr = NGX_XMPP_AT_NONE;
-                ctx->entity_len = 0;
-                ctx->entity_state = sw_text;
+                ctx->parse.bad_text = 1;
+                ctx->parse.attr = NGX_XMPP_AT_NONE;
+                ctx->parse.entity_len = 0;
+                ctx->parse.entity_state = sw_text;
                 state = sw_entity;
                 break;
             }
 
             if (!ngx_xmpp_base64(ch)) {
-                ctx->bad_text = 1;
+                ctx->parse.bad_text = 1;
             }
 
             break;
@@ -540,33 +545,33 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 goto invalid;
             }
 
-            ctx->end_len = 0;
+            ctx->parse.end_len = 0;
             state = sw_end_name;
             break;
 
         case sw_end_name:
 
-            if (ctx->element == NGX_XMPP_EL_STREAM_END) {
-                target = ctx->stream_name;
-                target_len = ctx->stream_name_len;
+            if (ctx->parse.element == NGX_XMPP_EL_STREAM_END) {
+                target = ctx->parse.stream_name;
+                target_len = ctx->parse.stream_name_len;
 
             } else {
-                target = ctx->name;
-                target_len = ctx->name_len;
+                target = ctx->parse.name;
+                target_len = ctx->parse.name_len;
             }
 
             if (ngx_xmpp_name_char(ch)) {
-                if (ctx->end_len == target_len
-                    || target[ctx->end_len] != ch)
+                if (ctx->parse.end_len == target_len
+                    || target[ctx->parse.end_len] != ch)
                 {
                     goto not_well_formed;
                 }
 
-                ctx->end_len++;
+                ctx->parse.end_len++;
                 break;
             }
 
-            if (ctx->end_len != target_len) {
+            if (ctx->parse.end_len != target_len) {
                 goto not_well_formed;
             }
 
@@ -605,11 +610,11 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             goto invalid;
         }
 
-        switch (ctx->element) {
+        switch (ctx->parse.element) {
 
         case NGX_XMPP_EL_STREAM:
 
-            if (ctx->empty) {
+            if (ctx->parse.empty) {
                 err = NGX_XMPP_ERR_BAD_FORMAT;
                 goto invalid;
             }
@@ -620,8 +625,9 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                 goto invalid;
             }
 
-            ngx_memcpy(ctx->stream_name, ctx->name, ctx->name_len);
-            ctx->stream_name_len = ctx->name_len;
+            ngx_memcpy(ctx->parse.stream_name, ctx->parse.name,
+                       ctx->parse.name_len);
+            ctx->parse.stream_name_len = ctx->parse.name_len;
 
             goto done;
 
@@ -630,19 +636,19 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
         case NGX_XMPP_EL_DB_RESULT:
         case NGX_XMPP_EL_DB_VERIFY:
 
-            if (ctx->empty) {
-                ctx->text_start = NULL;
-                ctx->text_end = NULL;
+            if (ctx->parse.empty) {
+                ctx->parse.text_start = NULL;
+                ctx->parse.text_end = NULL;
                 goto done;
             }
 
-            ctx->text_start = p + 1;
+            ctx->parse.text_start = p + 1;
             state = sw_text;
             continue;
 
         default: /* NGX_XMPP_EL_STARTTLS, NGX_XMPP_EL_ABORT */
 
-            if (ctx->empty) {
+            if (ctx->parse.empty) {
                 goto done;
             }
 
@@ -675,14 +681,14 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
 done:
 
-    s->command = ctx->element;
+    s->command = ctx->parse.element;
 
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
                    "xmpp command: %ui", s->command);
 
     s->buffer->pos = p + 1;
     s->state = sw_start;
-    ctx->element = NGX_XMPP_EL_NONE;
+    ctx->parse.element = NGX_XMPP_EL_NONE;
 
     return NGX_OK;
 
@@ -696,8 +702,8 @@ invalid:
                    "xmpp invalid input in state %d, error %ui", state, err);
 
     ctx->error = err;
-    ctx->element = NGX_XMPP_EL_NONE;
-    ctx->utf8 = 0;
+    ctx->parse.element = NGX_XMPP_EL_NONE;
+    ctx->parse.utf8 = 0;
 
     s->state = sw_start;
     s->buffer->pos = s->buffer->last;
@@ -720,7 +726,7 @@ ngx_mail_xmpp_parse_keep(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 
     b = s->buffer;
 
-    if (s->state == 0 && !ctx->utf8) {
+    if (s->state == 0 && !ctx->parse.utf8) {
 
         /* nothing but whitespace: discard it, keepalives are unbounded */
 
@@ -729,23 +735,23 @@ ngx_mail_xmpp_parse_keep(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
         return;
     }
 
-    if (ctx->elem_start <= b->start) {
+    if (ctx->parse.elem_start <= b->start) {
         return;
     }
 
     /* an element in progress after whitespace or an XML declaration */
 
-    n = ngx_mail_xmpp_compact(b, ctx->elem_start);
+    n = ngx_mail_xmpp_compact(b, ctx->parse.elem_start);
 
-    if (ctx->text_start) {
-        ctx->text_start -= n;
+    if (ctx->parse.text_start) {
+        ctx->parse.text_start -= n;
     }
 
-    if (ctx->text_end) {
-        ctx->text_end -= n;
+    if (ctx->parse.text_end) {
+        ctx->parse.text_end -= n;
     }
 
-    ctx->elem_start = b->start;
+    ctx->parse.elem_start = b->start;
 }
 
 
@@ -757,14 +763,14 @@ ngx_mail_xmpp_char(ngx_mail_xmpp_ctx_t *ctx, u_char ch)
      * U+10FFFF) and the characters of XML 1.0, byte by byte
      */
 
-    if (ctx->utf8) {
-        if (ch < ctx->utf8_min || ch > ctx->utf8_max) {
+    if (ctx->parse.utf8) {
+        if (ch < ctx->parse.utf8_min || ch > ctx->parse.utf8_max) {
             return NGX_ERROR;
         }
 
-        ctx->utf8--;
-        ctx->utf8_min = 0x80;
-        ctx->utf8_max = 0xbf;
+        ctx->parse.utf8--;
+        ctx->parse.utf8_min = 0x80;
+        ctx->parse.utf8_max = 0xbf;
 
         return NGX_OK;
     }
@@ -778,33 +784,33 @@ ngx_mail_xmpp_char(ngx_mail_xmpp_ctx_t *ctx, u_char ch)
         return NGX_OK;
     }
 
-    ctx->utf8_min = 0x80;
-    ctx->utf8_max = 0xbf;
+    ctx->parse.utf8_min = 0x80;
+    ctx->parse.utf8_max = 0xbf;
 
     if (ch < 0xc2) {
         return NGX_ERROR;
 
     } else if (ch < 0xe0) {
-        ctx->utf8 = 1;
+        ctx->parse.utf8 = 1;
 
     } else if (ch < 0xf0) {
-        ctx->utf8 = 2;
+        ctx->parse.utf8 = 2;
 
         if (ch == 0xe0) {
-            ctx->utf8_min = 0xa0;
+            ctx->parse.utf8_min = 0xa0;
 
         } else if (ch == 0xed) {
-            ctx->utf8_max = 0x9f;
+            ctx->parse.utf8_max = 0x9f;
         }
 
     } else if (ch < 0xf5) {
-        ctx->utf8 = 3;
+        ctx->parse.utf8 = 3;
 
         if (ch == 0xf0) {
-            ctx->utf8_min = 0x90;
+            ctx->parse.utf8_min = 0x90;
 
         } else if (ch == 0xf4) {
-            ctx->utf8_max = 0x8f;
+            ctx->parse.utf8_max = 0x8f;
         }
 
     } else {
@@ -838,41 +844,42 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
     u_char  *name;
     size_t   len;
 
-    name = ctx->attr_name;
-    len = ctx->attr_len;
+    name = ctx->parse.attr_name;
+    len = ctx->parse.attr_len;
 
-    ctx->attr = NGX_XMPP_AT_NONE;
+    ctx->parse.attr = NGX_XMPP_AT_NONE;
 
     if (len > NGX_MAIL_XMPP_NAME_LEN) {
         return NGX_OK;
     }
 
     if (len == 5 && ngx_strncmp(name, "xmlns", 5) == 0) {
-        ctx->attr = NGX_XMPP_AT_XMLNS;
+        ctx->parse.attr = NGX_XMPP_AT_XMLNS;
         return NGX_OK;
     }
 
     if (len > 6 && ngx_strncmp(name, "xmlns:", 6) == 0) {
 
-        if (ctx->prefix_len == len - 6
-            && ngx_strncmp(name + 6, ctx->name, ctx->prefix_len) == 0)
+        if (ctx->parse.prefix_len == len - 6
+            && ngx_strncmp(name + 6, ctx->parse.name, ctx->parse.prefix_len)
+               == 0)
         {
-            ctx->attr = NGX_XMPP_AT_PREFIX;
+            ctx->parse.attr = NGX_XMPP_AT_PREFIX;
 
-        } else if (ctx->element == NGX_XMPP_EL_STREAM) {
+        } else if (ctx->parse.element == NGX_XMPP_EL_STREAM) {
             /* a prefix declared for the stream's children, "db" */
-            ctx->attr = NGX_XMPP_AT_DECL;
+            ctx->parse.attr = NGX_XMPP_AT_DECL;
         }
 
         return NGX_OK;
     }
 
-    switch (ctx->element) {
+    switch (ctx->parse.element) {
 
     case NGX_XMPP_EL_DECL:
 
         if (len == 8 && ngx_strncmp(name, "encoding", 8) == 0) {
-            ctx->attr = NGX_XMPP_AT_ENCODING;
+            ctx->parse.attr = NGX_XMPP_AT_ENCODING;
         }
 
         break;
@@ -880,23 +887,23 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
     case NGX_XMPP_EL_STREAM:
 
         if (len == 2 && name[0] == 't' && name[1] == 'o') {
-            if (ctx->has_to) {
+            if (ctx->parse.has_to) {
                 return NGX_XMPP_ERR_NOT_WELL_FORMED;
             }
 
-            ctx->has_to = 1;
-            ctx->attr = NGX_XMPP_AT_TO;
+            ctx->parse.has_to = 1;
+            ctx->parse.attr = NGX_XMPP_AT_TO;
 
         } else if (len == 7 && ngx_strncmp(name, "version", 7) == 0) {
-            if (ctx->has_version) {
+            if (ctx->parse.has_version) {
                 return NGX_XMPP_ERR_NOT_WELL_FORMED;
             }
 
-            ctx->has_version = 1;
-            ctx->attr = NGX_XMPP_AT_VERSION;
+            ctx->parse.has_version = 1;
+            ctx->parse.attr = NGX_XMPP_AT_VERSION;
 
         } else if (len == 4 && ngx_strncmp(name, "from", 4) == 0) {
-            ctx->attr = NGX_XMPP_AT_FROM;
+            ctx->parse.attr = NGX_XMPP_AT_FROM;
         }
 
         break;
@@ -904,24 +911,24 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
     case NGX_XMPP_EL_CHILD:
 
         if (len == 9 && ngx_strncmp(name, "mechanism", 9) == 0) {
-            if (ctx->has_mech) {
+            if (ctx->parse.has_mech) {
                 return NGX_XMPP_ERR_NOT_WELL_FORMED;
             }
 
-            ctx->has_mech = 1;
-            ctx->attr = NGX_XMPP_AT_MECH;
+            ctx->parse.has_mech = 1;
+            ctx->parse.attr = NGX_XMPP_AT_MECH;
 
         } else if (!ctx->server) {
             break;
 
         } else if (len == 4 && ngx_strncmp(name, "from", 4) == 0) {
-            ctx->attr = NGX_XMPP_AT_DB_FROM;
+            ctx->parse.attr = NGX_XMPP_AT_DB_FROM;
 
         } else if (len == 2 && name[0] == 't' && name[1] == 'o') {
-            ctx->attr = NGX_XMPP_AT_DB_TO;
+            ctx->parse.attr = NGX_XMPP_AT_DB_TO;
 
         } else if (len == 2 && name[0] == 'i' && name[1] == 'd') {
-            ctx->attr = NGX_XMPP_AT_DB_ID;
+            ctx->parse.attr = NGX_XMPP_AT_DB_ID;
         }
 
         break;
@@ -936,36 +943,40 @@ ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 {
     u_char  *p;
 
-    switch (ctx->attr) {
+    switch (ctx->parse.attr) {
 
     case NGX_XMPP_AT_XMLNS:
-        ctx->default_ns = ngx_mail_xmpp_namespace(ctx->value, ctx->value_len);
+        ctx->parse.default_ns = ngx_mail_xmpp_namespace(ctx->parse.value,
+                                                        ctx->parse.value_len);
         break;
 
     case NGX_XMPP_AT_PREFIX:
-        ctx->elem_ns = ngx_mail_xmpp_namespace(ctx->value, ctx->value_len);
+        ctx->parse.elem_ns = ngx_mail_xmpp_namespace(ctx->parse.value,
+                                                     ctx->parse.value_len);
         break;
 
     case NGX_XMPP_AT_ENCODING:
 
-        if (!(ctx->value_len == 5
-              && ngx_strncasecmp(ctx->value, (u_char *) "utf-8", 5) == 0)
-            && !(ctx->value_len == 4
-                 && ngx_strncasecmp(ctx->value, (u_char *) "utf8", 4) == 0))
+        if (!(ctx->parse.value_len == 5
+              && ngx_strncasecmp(ctx->parse.value, (u_char *) "utf-8", 5) == 0)
+            && !(ctx->parse.value_len == 4
+                 && ngx_strncasecmp(ctx->parse.value, (u_char *) "utf8", 4)
+                    == 0))
         {
             /* reported at the end of the declaration */
-            ctx->bad_text = 1;
+            ctx->parse.bad_text = 1;
         }
 
         break;
 
     case NGX_XMPP_AT_DECL:
 
-        if (ngx_mail_xmpp_namespace(ctx->value, ctx->value_len)
+        if (ngx_mail_xmpp_namespace(ctx->parse.value, ctx->parse.value_len)
             == NGX_XMPP_NS_DIALBACK)
         {
-            ctx->db_prefix_len = ctx->attr_len - 6;
-            ngx_memcpy(ctx->db_prefix, ctx->attr_name + 6, ctx->db_prefix_len);
+            ctx->parse.db_prefix_len = ctx->parse.attr_len - 6;
+            ngx_memcpy(ctx->parse.db_prefix, ctx->parse.attr_name + 6,
+                       ctx->parse.db_prefix_len);
         }
 
         break;
@@ -976,38 +987,38 @@ ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
     case NGX_XMPP_AT_DB_TO:
     case NGX_XMPP_AT_DB_ID:
 
-        p = ngx_pnalloc(s->connection->pool, ctx->value_len);
+        p = ngx_pnalloc(s->connection->pool, ctx->parse.value_len);
         if (p == NULL) {
             return NGX_ERROR;
         }
 
-        ngx_memcpy(p, ctx->value, ctx->value_len);
+        ngx_memcpy(p, ctx->parse.value, ctx->parse.value_len);
 
-        switch (ctx->attr) {
+        switch (ctx->parse.attr) {
 
         case NGX_XMPP_AT_TO:
-            ctx->host.len = ctx->value_len;
+            ctx->host.len = ctx->parse.value_len;
             ctx->host.data = p;
             break;
 
         case NGX_XMPP_AT_FROM:
-            ctx->remote.len = ctx->value_len;
-            ctx->remote.data = p;
+            ctx->s2s.remote.len = ctx->parse.value_len;
+            ctx->s2s.remote.data = p;
             break;
 
         case NGX_XMPP_AT_DB_FROM:
-            ctx->db_from.len = ctx->value_len;
-            ctx->db_from.data = p;
+            ctx->s2s.db_from.len = ctx->parse.value_len;
+            ctx->s2s.db_from.data = p;
             break;
 
         case NGX_XMPP_AT_DB_TO:
-            ctx->db_to.len = ctx->value_len;
-            ctx->db_to.data = p;
+            ctx->s2s.db_to.len = ctx->parse.value_len;
+            ctx->s2s.db_to.data = p;
             break;
 
         default: /* NGX_XMPP_AT_DB_ID */
-            ctx->db_id.len = ctx->value_len;
-            ctx->db_id.data = p;
+            ctx->s2s.db_id.len = ctx->parse.value_len;
+            ctx->s2s.db_id.data = p;
             break;
         }
 
@@ -1020,24 +1031,26 @@ ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 
     case NGX_XMPP_AT_VERSION:
 
-        if (ctx->value_len > NGX_MAIL_XMPP_VERSION_LEN) {
+        if (ctx->parse.value_len > NGX_MAIL_XMPP_VERSION_LEN) {
             return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
         }
 
-        ctx->version.len = ctx->value_len;
-        ngx_memcpy(ctx->version.data, ctx->value, ctx->value_len);
+        ctx->parse.version.len = ctx->parse.value_len;
+        ngx_memcpy(ctx->parse.version.data, ctx->parse.value,
+                   ctx->parse.value_len);
         break;
 
     case NGX_XMPP_AT_MECH:
 
-        if (ctx->value_len > NGX_MAIL_XMPP_MECH_LEN) {
+        if (ctx->parse.value_len > NGX_MAIL_XMPP_MECH_LEN) {
             /* longer than any mechanism name (RFC 4422: 20) */
-            ctx->mech.len = 0;
+            ctx->parse.mech.len = 0;
             break;
         }
 
-        ctx->mech.len = ctx->value_len;
-        ngx_memcpy(ctx->mech.data, ctx->value, ctx->value_len);
+        ctx->parse.mech.len = ctx->parse.value_len;
+        ngx_memcpy(ctx->parse.mech.data, ctx->parse.value,
+                   ctx->parse.value_len);
         break;
     }
 
@@ -1053,8 +1066,8 @@ ngx_mail_xmpp_entity(ngx_mail_xmpp_ctx_t *ctx, u_char *buf, size_t *len)
     uint32_t     cp;
     ngx_uint_t   i, hex;
 
-    e = ctx->entity;
-    n = ctx->entity_len;
+    e = ctx->parse.entity;
+    n = ctx->parse.entity_len;
 
     if (n == 2 && e[0] == 'l' && e[1] == 't') {
         cp = '<';
@@ -1134,7 +1147,7 @@ ngx_mail_xmpp_entity(ngx_mail_xmpp_ctx_t *ctx, u_char *buf, size_t *len)
         *p++ = (u_char) (0x80 | (cp & 0x3f));
     }
 
-    if (ctx->attr == NGX_XMPP_AT_NONE) {
+    if (ctx->parse.attr == NGX_XMPP_AT_NONE) {
         return NGX_OK;
     }
 
@@ -1158,26 +1171,28 @@ ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
     size_t       len;
     ngx_uint_t   ns;
 
-    if (ctx->element != NGX_XMPP_EL_CHILD) {
+    if (ctx->parse.element != NGX_XMPP_EL_CHILD) {
         return NGX_OK;
     }
 
-    if (ctx->prefix_len) {
-        local = ctx->name + ctx->prefix_len + 1;
-        len = ctx->name_len - ctx->prefix_len - 1;
-        ns = ctx->elem_ns;
+    if (ctx->parse.prefix_len) {
+        local = ctx->parse.name + ctx->parse.prefix_len + 1;
+        len = ctx->parse.name_len - ctx->parse.prefix_len - 1;
+        ns = ctx->parse.elem_ns;
 
         if (ns == NGX_XMPP_NS_NONE
-            && ctx->db_prefix_len == ctx->prefix_len
-            && ngx_strncmp(ctx->name, ctx->db_prefix, ctx->prefix_len) == 0)
+            && ctx->parse.db_prefix_len == ctx->parse.prefix_len
+            && ngx_strncmp(ctx->parse.name, ctx->parse.db_prefix,
+                           ctx->parse.prefix_len)
+               == 0)
         {
             ns = NGX_XMPP_NS_DIALBACK;
         }
 
     } else {
-        local = ctx->name;
-        len = ctx->name_len;
-        ns = ctx->default_ns;
+        local = ctx->parse.name;
+        len = ctx->parse.name_len;
+        ns = ctx->parse.default_ns;
     }
 
     if (ctx->server) {
@@ -1185,14 +1200,14 @@ ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
         if (ns == NGX_XMPP_NS_DIALBACK
             && len == 6 && ngx_strncmp(local, "result", 6) == 0)
         {
-            ctx->element = NGX_XMPP_EL_DB_RESULT;
+            ctx->parse.element = NGX_XMPP_EL_DB_RESULT;
             return NGX_OK;
         }
 
         if (ns == NGX_XMPP_NS_DIALBACK
             && len == 6 && ngx_strncmp(local, "verify", 6) == 0)
         {
-            ctx->element = NGX_XMPP_EL_DB_VERIFY;
+            ctx->parse.element = NGX_XMPP_EL_DB_VERIFY;
             return NGX_OK;
         }
 
@@ -1204,24 +1219,24 @@ ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
     if (ns == NGX_XMPP_NS_TLS
         && len == 8 && ngx_strncmp(local, "starttls", 8) == 0)
     {
-        ctx->element = NGX_XMPP_EL_STARTTLS;
+        ctx->parse.element = NGX_XMPP_EL_STARTTLS;
         return NGX_OK;
     }
 
     if (ns == NGX_XMPP_NS_SASL) {
 
         if (len == 4 && ngx_strncmp(local, "auth", 4) == 0) {
-            ctx->element = NGX_XMPP_EL_AUTH;
+            ctx->parse.element = NGX_XMPP_EL_AUTH;
             return NGX_OK;
         }
 
         if (len == 8 && ngx_strncmp(local, "response", 8) == 0) {
-            ctx->element = NGX_XMPP_EL_RESPONSE;
+            ctx->parse.element = NGX_XMPP_EL_RESPONSE;
             return NGX_OK;
         }
 
         if (len == 5 && ngx_strncmp(local, "abort", 5) == 0) {
-            ctx->element = NGX_XMPP_EL_ABORT;
+            ctx->parse.element = NGX_XMPP_EL_ABORT;
             return NGX_OK;
         }
     }
@@ -1239,22 +1254,22 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
     size_t       len;
     ngx_uint_t   major, digits;
 
-    if (ctx->prefix_len) {
-        local = ctx->name + ctx->prefix_len + 1;
-        len = ctx->name_len - ctx->prefix_len - 1;
+    if (ctx->parse.prefix_len) {
+        local = ctx->parse.name + ctx->parse.prefix_len + 1;
+        len = ctx->parse.name_len - ctx->parse.prefix_len - 1;
 
-        if (ctx->elem_ns != NGX_XMPP_NS_STREAMS
-            || ctx->default_ns != (ctx->server ? NGX_XMPP_NS_SERVER
+        if (ctx->parse.elem_ns != NGX_XMPP_NS_STREAMS
+            || ctx->parse.default_ns != (ctx->server ? NGX_XMPP_NS_SERVER
                                                : NGX_XMPP_NS_CLIENT))
         {
             return NGX_XMPP_ERR_INVALID_NAMESPACE;
         }
 
     } else {
-        local = ctx->name;
-        len = ctx->name_len;
+        local = ctx->parse.name;
+        len = ctx->parse.name_len;
 
-        if (ctx->default_ns != NGX_XMPP_NS_STREAMS) {
+        if (ctx->parse.default_ns != NGX_XMPP_NS_STREAMS) {
             return NGX_XMPP_ERR_INVALID_NAMESPACE;
         }
     }
@@ -1265,12 +1280,12 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
 
     /* version: "1.0" or later, RFC 6120 section 4.7.5 */
 
-    if (!ctx->has_version) {
+    if (!ctx->parse.has_version) {
         return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
     }
 
-    p = ctx->version.data;
-    last = p + ctx->version.len;
+    p = ctx->parse.version.data;
+    last = p + ctx->parse.version.len;
     major = 0;
     digits = 0;
 
@@ -1297,7 +1312,7 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
 
     /* the stream "to" names a domain, before anything else is done */
 
-    if (!ctx->has_to || ngx_mail_xmpp_domain(&ctx->host) != NGX_OK) {
+    if (!ctx->parse.has_to || ngx_mail_xmpp_domain(&ctx->host) != NGX_OK) {
         return NGX_XMPP_ERR_HOST_UNKNOWN;
     }
 

@@ -287,7 +287,7 @@ ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s, ngx_connection_t *c)
         /* on behalf of the remote: both domains are checked host names */
 
         flags = NGX_XMPP_HEADER_SERVER;
-        from = &ctx->remote;
+        from = &ctx->s2s.remote;
         to = &ctx->host;
 
         goto send;
@@ -477,7 +477,7 @@ ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 
     cln->handler = ngx_mail_xmpp_proxy_cleanup;
     cln->data = s;
-    ctx->up_wait = 1;
+    ctx->s2s.up_wait = 1;
 
     s->out.data = p;
     s->out.len = len;
@@ -527,10 +527,10 @@ ngx_mail_xmpp_proxy_dialback(ngx_mail_session_t *s)
 
     s->connection->log->action = "sending dialback to upstream";
 
-    ctx->up_wait = 0;
+    ctx->s2s.up_wait = 0;
 
     if (ngx_mail_xmpp_proxy_send(s, s->proxy->upstream.connection,
-                                 &ctx->dialback)
+                                 &ctx->s2s.dialback)
         != NGX_OK)
     {
         ngx_mail_xmpp_proxy_error(s);
@@ -561,7 +561,7 @@ ngx_mail_xmpp_proxy_cleanup(void *data)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-    if (ctx->up_wait && s->proxy && s->proxy->upstream.connection) {
+    if (ctx->s2s.up_wait && s->proxy && s->proxy->upstream.connection) {
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ngx_cycle->log, 0,
                        "close mail proxy connection: %d",
                        s->proxy->upstream.connection->fd);
@@ -570,7 +570,7 @@ ngx_mail_xmpp_proxy_cleanup(void *data)
         s->proxy->upstream.connection = NULL;
     }
 
-    ctx->up_wait = 0;
+    ctx->s2s.up_wait = 0;
 }
 
 
@@ -583,9 +583,9 @@ ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
      * a long-lived relayed session ends
      */
 
-    if (ctx->value) {
-        ngx_pfree(s->connection->pool, ctx->value);
-        ctx->value = NULL;
+    if (ctx->parse.value) {
+        ngx_pfree(s->connection->pool, ctx->parse.value);
+        ctx->parse.value = NULL;
     }
 }
 
@@ -625,7 +625,7 @@ ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-    ctx->up_wait = 0;
+    ctx->s2s.up_wait = 0;
 
     if (s->proxy->upstream.connection) {
         ngx_log_debug1(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,

@@ -49,7 +49,7 @@ ngx_mail_xmpp_relay_init(ngx_mail_session_t *s)
         return NGX_ERROR;
     }
 
-    r->pair[0] = ctx->remote;
+    r->pair[0] = ctx->s2s.remote;
     r->pair[1] = ctx->host;
 
     /* the remote's stream is open, its first dialback element forwarded */

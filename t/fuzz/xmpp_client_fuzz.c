@@ -71,12 +71,12 @@ xt_check_stream(ngx_mail_xmpp_ctx_t *ctx)
     u_char  *p;
 
     XT_CHECK(ctx->host.len > 0 && ctx->host.len <= NGX_MAIL_XMPP_VALUE_LEN);
-    XT_CHECK(ctx->version.len > 0 && ctx->version.len <= 16);
+    XT_CHECK(ctx->parse.version.len > 0 && ctx->parse.version.len <= 16);
 
-    p = ctx->version.data;
+    p = ctx->parse.version.data;
 
     XT_CHECK(p[0] >= '0' && p[0] <= '9');
-    XT_CHECK(!(p[0] == '0' && ngx_strlchr(p, p + ctx->version.len, '.')
+    XT_CHECK(!(p[0] == '0' && ngx_strlchr(p, p + ctx->parse.version.len, '.')
                == p + 1));
 }
 
@@ -190,7 +190,7 @@ xt_run(const u_char *data, size_t size, ngx_uint_t split, xt_result_t *r)
         r->commands++;
         XT_CHECK(b->pos > b->start);
 
-        ngx_sprintf(tag, "command %ui %ui%Z", s.command, ctx->bad_text);
+        ngx_sprintf(tag, "command %ui %ui%Z", s.command, ctx->parse.bad_text);
 
         switch (s.command) {
 
@@ -198,7 +198,8 @@ xt_run(const u_char *data, size_t size, ngx_uint_t split, xt_result_t *r)
             XT_CHECK(!ctx->stream);
             xt_check_stream(ctx);
             xt_record(r, (char *) tag, ctx->host.data, ctx->host.len);
-            xt_record(r, "version ", ctx->version.data, ctx->version.len);
+            xt_record(r, "version ", ctx->parse.version.data,
+                      ctx->parse.version.len);
 
             /* ngx_mail_xmpp_stream() */
             ctx->stream = 1;
@@ -209,18 +210,19 @@ xt_run(const u_char *data, size_t size, ngx_uint_t split, xt_result_t *r)
         case NGX_XMPP_RESPONSE:
             XT_CHECK(ctx->stream);
 
-            if (ctx->text_start != ctx->text_end) {
-                XT_CHECK(ctx->text_start >= b->start
-                         && ctx->text_start < ctx->text_end
-                         && ctx->text_end < b->pos);
-                XT_CHECK(*ctx->text_end == '<');
+            if (ctx->parse.text_start != ctx->parse.text_end) {
+                XT_CHECK(ctx->parse.text_start >= b->start
+                         && ctx->parse.text_start < ctx->parse.text_end
+                         && ctx->parse.text_end < b->pos);
+                XT_CHECK(*ctx->parse.text_end == '<');
             }
 
-            xt_record(r, (char *) tag, ctx->text_start,
-                      ctx->text_end - ctx->text_start);
+            xt_record(r, (char *) tag, ctx->parse.text_start,
+                      ctx->parse.text_end - ctx->parse.text_start);
 
             if (s.command == NGX_XMPP_AUTH) {
-                xt_record(r, "mechanism ", ctx->mech.data, ctx->mech.len);
+                xt_record(r, "mechanism ", ctx->parse.mech.data,
+                          ctx->parse.mech.len);
             }
 
             break;
