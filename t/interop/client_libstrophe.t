@@ -9,7 +9,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use Test::More;
 use XT::Interop;
@@ -19,7 +19,7 @@ XT::Interop::need(system('pkg-config --exists libstrophe 2>/dev/null') == 0
 
 my $ix = XT::Interop->new(name => 'libstrophe');
 
-my $src = "$FindBin::Bin/lib/interop/strophe_client.c";
+my $src = "$FindBin::Bin/../lib/interop/strophe_client.c";
 my $bin = $ix->t->testdir . '/strophe_client';
 my $cc = `cc -Wall -o '$bin' '$src' \$(pkg-config --cflags --libs libstrophe) 2>&1`;
 ok(!$? && -x $bin, 'client builds') or diag($cc);

@@ -19,7 +19,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use IO::Select;
 use IO::Socket::INET;
@@ -169,7 +169,7 @@ sub c2s_cell {
         cmd => sub {
             my %a = @_;
             return ($XT::Interop::PYTHON,
-                "$FindBin::Bin/lib/interop/slixmpp_client.py",
+                "$FindBin::Bin/../lib/interop/slixmpp_client.py",
                 map { ("--$_", $a{$_}) }
                 qw(host port mode jid password to body expect timeout));
         }) if $v == 1 && $slixmpp;

@@ -8,7 +8,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use Test::More;
 use XT::Interop;
@@ -17,5 +17,5 @@ XT::Interop::need(system($XT::Interop::PYTHON, '-c', 'import slixmpp') == 0,
     'python3-slixmpp');
 
 my $ix = XT::Interop->new(name => 'slixmpp');
-$ix->program_cells([$XT::Interop::PYTHON, "$FindBin::Bin/lib/interop/slixmpp_client.py"]);
+$ix->program_cells([$XT::Interop::PYTHON, "$FindBin::Bin/../lib/interop/slixmpp_client.py"]);
 $ix->done;

@@ -18,7 +18,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use MIME::Base64 qw(encode_base64);
 use Test::More;
@@ -29,7 +29,7 @@ XT::Interop::need(-x '/usr/bin/go-sendxmpp', 'go-sendxmpp');
 
 my $ix = XT::Interop->new(name => 'go-sendxmpp');
 
-$ix->program_cells([$^X, "$FindBin::Bin/lib/interop/gosendxmpp_client.pl",
+$ix->program_cells([$^X, "$FindBin::Bin/../lib/interop/gosendxmpp_client.pl",
         '--dir', $ix->t->testdir],
     reply_to => sub { my (%a) = @_; "$a{jid}/gsx-listen" });
 

@@ -9,7 +9,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use Test::More;
 use XT::Interop;
@@ -17,5 +17,5 @@ use XT::Interop;
 XT::Interop::need(eval { require Net::XMPP; 1 }, 'libnet-xmpp-perl (Net::XMPP)');
 
 my $ix = XT::Interop->new(name => 'Net::XMPP');
-$ix->program_cells([$^X, "$FindBin::Bin/lib/interop/netxmpp_client.pl"]);
+$ix->program_cells([$^X, "$FindBin::Bin/../lib/interop/netxmpp_client.pl"]);
 $ix->done;

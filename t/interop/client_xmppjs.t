@@ -12,7 +12,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use Test::More;
 use XT::Interop;
@@ -41,6 +41,6 @@ my $ix = XT::Interop->new(name => '@xmpp/client');
 
 $ENV{NODE_TLS_REJECT_UNAUTHORIZED} = '0';    # self-signed certificate
 $ENV{NODE_NO_WARNINGS} = '1';
-$ix->program_cells(['node', "$FindBin::Bin/lib/interop/xmppjs_client.mjs",
+$ix->program_cells(['node', "$FindBin::Bin/../lib/interop/xmppjs_client.mjs",
     '--modules', $mods]);
 $ix->done;

@@ -20,7 +20,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use File::Basename qw(basename);
 use JSON::PP ();
@@ -46,7 +46,7 @@ sub siblings {
         next unless $ppid == getppid();
         open(my $cl, '<', "/proc/$pid/cmdline") or next;
         my $cmd = join ' ', split /\0/, (<$cl> // '');
-        push @s, $pid if $cmd =~ m{\binterop_\w+\.t\b} && $cmd !~ /\Q$me\E/;
+        push @s, $pid if $cmd =~ m{\binterop/\w+\.t\b} && $cmd !~ /\Q$me\E/;
     }
     return @s;
 }

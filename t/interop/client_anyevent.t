@@ -9,7 +9,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use Test::More;
 use XT::Interop;
@@ -18,5 +18,5 @@ XT::Interop::need(eval { require AnyEvent::XMPP::IM::Connection; 1 },
     'libanyevent-xmpp-perl (AnyEvent::XMPP)');
 
 my $ix = XT::Interop->new(name => 'AnyEvent::XMPP');
-$ix->program_cells([$^X, "$FindBin::Bin/lib/interop/anyevent_client.pl"]);
+$ix->program_cells([$^X, "$FindBin::Bin/../lib/interop/anyevent_client.pl"]);
 $ix->done;

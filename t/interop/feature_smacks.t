@@ -17,7 +17,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use JSON::PP ();
 use Test::More;
@@ -29,7 +29,7 @@ XT::Interop::need(system($XT::Interop::PYTHON, '-c', 'import slixmpp') == 0,
 my $ix = XT::Interop->new(name => 'XEP-0198 resumption (slixmpp)',
     backends => ['ejabberd']);
 my $e = $ix->ejabberd;
-my $prog = "$FindBin::Bin/lib/interop/smacks_client.py";
+my $prog = "$FindBin::Bin/../lib/interop/smacks_client.py";
 my $asan = $ix->t->has_feature('asan');
 
 for my $mode ($ix->modes) {

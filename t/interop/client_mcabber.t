@@ -18,7 +18,7 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use MIME::Base64 qw(encode_base64);
 use Test::More;
@@ -34,7 +34,7 @@ my $BUG = 'nginx relays the backend\'s post-auth stream features unchanged: '
     . 'session dies (nginx: "SSL_read() failed ... bad record type")';
 
 my $ix = XT::Interop->new(name => 'mcabber');
-$ix->program_cells([$^X, "$FindBin::Bin/lib/interop/mcabber_client.pl",
+$ix->program_cells([$^X, "$FindBin::Bin/../lib/interop/mcabber_client.pl",
         '--dir', $ix->t->testdir],
     todo => sub { my ($b, $mode) = @_; $b eq 'prosody' && $mode eq 'starttls' ? $BUG : undef });
 
@@ -79,7 +79,7 @@ my $ix2 = XT::Interop->new(name => 'mcabber, Prosody without STARTTLS offer',
 $ix2->cell('prosody', 'starttls', sub {
     $ix2->exchange('prosody', 'starttls', cmd => sub {
         my %a = @_;
-        return ($^X, "$FindBin::Bin/lib/interop/mcabber_client.pl",
+        return ($^X, "$FindBin::Bin/../lib/interop/mcabber_client.pl",
             '--dir', $ix2->t->testdir, map { ("--$_", $a{$_}) }
             qw(host port mode jid password to body expect timeout));
     });
