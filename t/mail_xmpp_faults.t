@@ -7,7 +7,7 @@
 #
 # auth_http and the backends are scripted fakes (XT::FakeServer), because
 # the point is to make them misbehave on purpose: hang, close, answer 500
-# or garbage.  The login through a real backend is t/xmpp_login.t.
+# or garbage.  The login through a real backend is t/mail_xmpp_login.t.
 
 use strict;
 use warnings;

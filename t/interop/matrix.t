@@ -3,7 +3,7 @@
 # The interop matrix: client (or feature) × backend × STARTTLS / direct TLS
 # → pass / FAIL / xfail (expected failure, TODO with its reason) / XPASS
 # (a TODO that passes: the reason is gone) / n/a (the client or backend
-# cannot do it), from the results that the t/interop_*.t of this prove run
+# cannot do it), from the results that the t/interop/*.t of this prove run
 # wrote to build/interop/results/TAG/ (TAG: nginx version and build kind).
 #
 # Sorted after the other interop tests, it waits until those of the same

@@ -1,8 +1,8 @@
 package XT::Interop;
 
-# The interop suite's common part (t/interop_*.t): real backends, one nginx
+# The interop suite's common part (t/interop/*.t): real backends, one nginx
 # in front of them, a raw "peer" client for the other side of a message
-# exchange, and the results that t/interop_matrix.t prints as a matrix.
+# exchange, and the results that t/interop/matrix.t prints as a matrix.
 #
 #   my $ix = XT::Interop->new(
 #       name     => 'slixmpp',           # row of the matrix (client/feature)

@@ -52,7 +52,7 @@ package XT::Nginx;
 #       }
 #       mail { auth_http 127.0.0.1:%%PORT_8081%%/auth; ... }
 #
-#   t/harness.t is a worked example.
+#   t/tools/harness.t is a worked example.
 #
 # * API (all methods that do not return something else return $t):
 #       XT::Nginx->new(binary => PATH)       (binary defaults to the env below)

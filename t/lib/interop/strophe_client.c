@@ -1,6 +1,6 @@
 /*
  * libstrophe as an application would use it; see README for the
- * convention.  Built by t/interop_client_libstrophe.t:
+ * convention.  Built by t/interop/client_libstrophe.t:
  *     cc -o strophe_client strophe_client.c $(pkg-config --cflags --libs libstrophe)
  */
 
