@@ -267,7 +267,7 @@ sub fault {
     my $bound = $o{bound} // $BOUND;
     if ($o{close}) {
         my $end = time() + $bound;
-        $c->_fill($end) while $c->buffer !~ /<failure/ && time() < $end;
+        $c->fill($end) while $c->buffer !~ /<failure/ && time() < $end;
         $c->send('</stream:stream>');
     }
     my $eof = $c->eof_within($bound + 1 - (time() - $t0));
@@ -279,7 +279,7 @@ sub fault {
         if $o{min} && $took < $o{min};
     push @why, "client did not get $expect" unless $c->buffer =~ $expect;
     ok(!@why, "$name: client") or diag(join "\n", @why,
-        'got: ...' . XT::XMPP::_show(substr($c->buffer, -190)));
+        'got: ...' . XT::XMPP::show(substr($c->buffer, -190)));
     return unless $logre;
     my $end = time() + 2 * $SCALE;
     my $log;
@@ -308,7 +308,7 @@ sub read_until {
 
 # the number of open descriptors of the worker processes
 sub worker_fds {
-    my $master = $t->{pid} or return undef;
+    my $master = $t->pid or return undef;
     my $n = 0;
     for my $st (glob '/proc/[0-9]*/stat') {
         open my $fh, '<', $st or next;

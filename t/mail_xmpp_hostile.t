@@ -290,7 +290,7 @@ my ($user) = grep { /^Auth-User:/ } @lines;
 ok($req && !grep({ /[\r\n]/ || /^X-Injected/i } @lines)
     && ($user // '') eq 'Auth-User: alice@example.com',
     'no header injected into the auth request')
-    or diag(XT::XMPP::_show($req));
+    or diag(XT::XMPP::show($req));
 
 # what a client sends never starts a line of its own in error.log
 
@@ -363,7 +363,7 @@ for my $gap (0, 0.02) {
         "100 KB of base64 in " . ($gap ? 'ten writes' : 'one go')
         . ': every write taken, the stream error, then a clean EOF')
         or diag("writes ok: " . ($sent ? 1 : 0) . ", $how, got: ..."
-            . XT::XMPP::_show(substr($out, -120)));
+            . XT::XMPP::show(substr($out, -120)));
 }
 
 # no worker process exited meanwhile (a crash shows up here even when no
@@ -403,7 +403,7 @@ sub wait_for {
     my ($c, $re) = @_;
     my $end = time() + 3;
     while ($c->buffer !~ $re && time() < $end) {
-        last unless $c->_fill($end);
+        last unless $c->fill($end);
     }
 }
 
@@ -460,6 +460,6 @@ sub hostile {
         unless $o{raw} || $out =~ m{</stream:stream>\z};
     my $n = $auth->count - $n0;
     push @why, "$n request(s) reached auth_http" if $n != ($o{auth} // 0);
-    ok(!@why, $name) or diag(join "\n", @why, 'got: ...' . XT::XMPP::_show(substr($out, -190)));
+    ok(!@why, $name) or diag(join "\n", @why, 'got: ...' . XT::XMPP::show(substr($out, -190)));
     return !@why;
 }

@@ -173,7 +173,7 @@ sub drain {
 
 # VmRSS of the worker process(es), in kB
 sub worker_rss {
-    my $master = $t->{pid} or return 0;
+    my $master = $t->pid or return 0;
     my $rss = 0;
     for my $st (glob '/proc/[0-9]*/stat') {
         open my $fh, '<', $st or next;

@@ -74,8 +74,8 @@ for my $s (@s) {
 is($ended, $N, 'streams closed by the clients are ended');
 
 my $end = time() + 15;
-sleep 0.1 while $t->_alive && time() < $end;
-ok(!$t->_alive, 'nginx exits after the last session ended');
+sleep 0.1 while $t->alive && time() < $end;
+ok(!$t->alive, 'nginx exits after the last session ended');
 
 ###############################################################################
 

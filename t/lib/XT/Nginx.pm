@@ -61,6 +61,7 @@ package XT::Nginx;
 #       write_file($name, $text)  write_file_expand($name, $text)  expand($text)
 #       read_file($name)  gen_cert($name, cn => .., alt => [..], days => ..)
 #       run  stop  reload (boolean)  config_test (returns exit code, output)
+#       alive (boolean: the master process still runs)  pid (the master's)
 #       plan($n)  ignore_log(qr//)  log_problems  check_logs  done_testing
 #     Functions (exportable): free_port()  wait_for_port($port, $timeout,
 #       $host, $alive_cb)  make_cert($crt, $key, %opts)  repo_root()
@@ -247,6 +248,9 @@ sub _default_binary {
 sub testdir { $_[0]{dir} }
 sub binary  { $_[0]{binary} }
 
+# pid(): the pid of the nginx master process, undef unless it runs.
+sub pid     { $_[0]{pid} }
+
 ###############################################################################
 # Features
 
@@ -424,7 +428,9 @@ sub _timeout {
     return $self->_feature('asan') ? $t * 4 : $t;
 }
 
-sub _alive {
+# alive(): true while the nginx master process started by run() runs (it is
+# reaped, and its exit status kept, once it has exited).
+sub alive {
     my ($self) = @_;
     my $pid = $self->{pid} or return 0;
     my $r = waitpid($pid, WNOHANG);
@@ -469,7 +475,7 @@ sub run {
 
     my $timeout = $self->_timeout(10);
     for my $l ($self->_listen_ports($conf)) {
-        next if wait_for_port($l->[1], $timeout, $l->[0], sub { $self->_alive });
+        next if wait_for_port($l->[1], $timeout, $l->[0], sub { $self->alive });
         my $why = $self->{pid} ? "port $l->[0]:$l->[1] did not open within ${timeout}s"
             : "nginx exited (status $self->{exit_status})";
         $self->_kill_hard if $self->{pid};
@@ -513,7 +519,7 @@ sub _wait_exit {
     my ($self, $timeout) = @_;
     my $end = time() + $timeout;
     while ($self->{pid}) {
-        return 1 unless $self->_alive;
+        return 1 unless $self->alive;
         return 0 if time() > $end;
         sleep 0.02;
     }
@@ -572,13 +578,13 @@ sub reload {
                 if (!@left) { $ok = 1; last }
             }
         }
-        last unless $self->_alive;
+        last unless $self->alive;
         sleep 0.02;
     }
     return 0 unless $ok;
     for my $l ($self->_listen_ports($conf)) {
         return 0 unless wait_for_port($l->[1], $self->_timeout(10), $l->[0],
-            sub { $self->_alive });
+            sub { $self->alive });
     }
     return 1;
 }

@@ -18,10 +18,15 @@ package XT::XMPP;
 # the last one seen is kept in $c->{xml_decl}.  Comments and whitespace
 # between units are skipped too.
 #
-# Other methods: starttls(%ssl_opts), read_until(qr//), eof_within($secs),
-# socket, buffer, close, and helpers open_stream($to, %attrs),
-# auth_plain($user, $pass[, $authzid]).  Set $c->{timeout} to change the
-# default timeout; methods that wait also take a timeout argument.
+# Methods (each is described where it is defined):
+#   send($bytes)  read_element([$timeout])  read_until(qr//[, $timeout])
+#   eof_within($secs)  fill($deadline)      the reading and writing
+#   starttls(%ssl_opts)                     the TLS handshake in place
+#   open_stream($to, %attrs)  auth_plain($user, $pass[, $authzid])
+#   socket  buffer (bytes received, not yet returned)  error  is_ssl  close
+# and the function XT::XMPP::show($bytes) for diagnostics.  Set
+# $c->{timeout} to change the default timeout; methods that wait also take
+# a timeout argument.
 
 use strict;
 use warnings;
@@ -92,7 +97,7 @@ sub starttls {
     my ($self, %opts) = @_;
     if (length $self->{buf}) {
         $self->{error} = 'plaintext bytes are buffered before the TLS handshake: '
-            . _show($self->{buf});
+            . show($self->{buf});
         return 0;
     }
     my $s = $self->{sock};
@@ -111,7 +116,9 @@ sub starttls {
     return 1;
 }
 
-sub _show {
+# show($bytes): the bytes for a test's diagnostics: at most 200 of them,
+# anything but printable ASCII as \xNN.  A function: XT::XMPP::show($s).
+sub show {
     my ($s) = @_;
     $s = substr($s, 0, 200) . '...' if length $s > 200;
     $s =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ge;
@@ -146,9 +153,12 @@ sub send {
     return 1;
 }
 
-# _fill($deadline): reads more bytes into the buffer.  Returns the number of
-# bytes read, 0 on EOF, undef on timeout or error.
-sub _fill {
+# fill($deadline): reads more bytes into the buffer, waiting until the
+# absolute time $deadline (Time::HiRes::time) at most.  Returns the number
+# of bytes read, 0 on EOF (or a read error: $c->error says which), undef on
+# timeout.  For tests that look at the raw bytes ($c->buffer) rather than
+# at units.
+sub fill {
     my ($self, $deadline) = @_;
     my $s = $self->{sock};
     return 0 if $self->{eof} || !$s;
@@ -315,7 +325,7 @@ sub read_element {
             next;
         }
         return undef if $self->{eof};
-        my $r = $self->_fill($deadline);
+        my $r = $self->fill($deadline);
         return undef unless defined $r;    # timeout
     }
 }
@@ -331,7 +341,7 @@ sub read_until {
             return substr($self->{buf}, 0, $+[0], '');
         }
         return undef if $self->{eof};
-        my $r = $self->_fill($deadline);
+        my $r = $self->fill($deadline);
         return undef unless defined $r;
     }
 }
@@ -342,7 +352,7 @@ sub eof_within {
     my ($self, $secs) = @_;
     my $deadline = time() + ($secs // $self->{timeout});
     while (!$self->{eof}) {
-        my $r = $self->_fill($deadline);
+        my $r = $self->fill($deadline);
         return 0 unless defined $r;
     }
     return 1;
