@@ -184,7 +184,7 @@ hostile('</stream:stream> before authentication', [$HDR, '</stream:stream>'],
 
 hostile('<starttls/> twice', sub {
     my ($c) = @_;
-    tls($c, $port) or return;
+    $c->tls_stream('example.com') or return;
     $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
 }, qr{<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>\z});
 hostile('<starttls/> under "starttls off"',
@@ -410,21 +410,6 @@ sub wait_for {
 sub sasl_plain {
     return "<auth $SASL mechanism='PLAIN'>" . encode_base64($_[0], '')
         . '</auth>';
-}
-
-# tls($c, $port): STARTTLS up to the features of the new stream
-sub tls {
-    my ($c) = @_;
-    $c->send($HDR);
-    $c->read_element;
-    $c->read_element;
-    $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-    $c->read_element;
-    $c->starttls(SSL_hostname => 'example.com') or return;
-    $c->send($HDR);
-    $c->read_element;
-    $c->read_element;
-    return 1;
 }
 
 # hostile($name, [bytes, ...] | sub { my ($c) = @_; ... }, qr/end/, %opts):

@@ -159,18 +159,11 @@ like($e, qr{<failure\b.*<stream:error><policy-violation\b}s,
 
 ###############################################################################
 
+# a connection to $port, STARTTLS done and the stream restarted
 sub tls_stream {
     my ($port) = @_;
     my $c = XT::XMPP->new(port => $port) or die $XT::XMPP::ERROR;
-    $c->open_stream('example.com');
-    $c->read_element;
-    $c->read_element;
-    $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-    $c->read_element;
-    $c->starttls(SSL_hostname => 'example.com') or die $c->error;
-    $c->open_stream('example.com');
-    $c->read_element;
-    $c->read_element;
+    $c->tls_stream('example.com') or die $c->error;
     return $c;
 }
 

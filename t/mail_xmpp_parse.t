@@ -375,19 +375,13 @@ sub bytewise {
     }
 }
 
+# a connection, STARTTLS done and (unless $no_restart) the stream restarted
 sub tls_stream {
     my ($no_restart) = @_;
     my $c = XT::XMPP->new(port => $port) or die $XT::XMPP::ERROR;
-    $c->send("<stream:stream to='example.com' $STREAM>");
-    $c->read_element;
-    $c->read_element;
-    $c->send("<starttls $TLS/>");
-    $c->read_element;
-    $c->starttls(SSL_hostname => 'example.com') or die $c->error;
-    return $c if $no_restart;
-    $c->send("<stream:stream to='example.com' $STREAM>");
-    $c->read_element;
-    $c->read_element;
+    $c->tls_stream('example.com',
+        header => "<stream:stream to='example.com' $STREAM>",
+        restart => !$no_restart) or die $c->error;
     return $c;
 }
 

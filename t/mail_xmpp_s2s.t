@@ -358,17 +358,14 @@ sub login {
     return $c;
 }
 
+# a stream from r.test to $to on nginx's s2s port, STARTTLS done, the new
+# stream header sent and nginx's (or the backend's) answer to it read
 sub tls_stream {
     my ($to) = @_;
-    my $c = XT::XMPP->new(host => $nginx_ip, port => 5269) or die;
-    $c->send("<stream:stream from='r.test' to='$to' $S>");
-    $c->read_element;
-    $c->read_element;
-    $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-    $c->read_element;
-    $c->starttls(SSL_hostname => $to) or die $c->error;
-    $c->send("<stream:stream from='r.test' to='$to' $S>");
-    $c->{header} = $c->read_element // '';
+    my $c = XT::XMPP->new(host => $nginx_ip, port => 5269)
+        or die $XT::XMPP::ERROR;
+    $c->tls_stream($to, header => "<stream:stream from='r.test' to='$to' $S>",
+        features => 0) or die $c->error;
     return $c;
 }
 
@@ -379,7 +376,7 @@ sub tls_stream {
 sub dialback_stream {
     my ($pipelined) = @_;
     my $c = tls_stream('l.test');
-    my ($id) = $c->{header} =~ /\bid=['"]([^'"]+)/;
+    my ($id) = $c->stream_header =~ /\bid=['"]([^'"]+)/;
     $c->read_element;
     $c->{key} = hmac_sha256_hex("l.test r.test " . ($id // ''),
         sha256_hex($SECRET));

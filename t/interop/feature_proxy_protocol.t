@@ -192,12 +192,9 @@ sub s2s_stream {
         return $el;
     };
     if ($mode eq 'starttls') {
-        $c->send("<stream:stream from='r.test' to='$to' $S>");
-        $expect->(qr/^<stream:stream\b/, 'stream header');
-        $expect->(qr/<starttls\b/, 'STARTTLS offer');
-        $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-        $expect->(qr/^<proceed\b/, 'proceed');
-        $c->starttls(SSL_hostname => $to) or die $c->error . "\n";
+        $c->tls_stream($to, restart => 0,
+            header => "<stream:stream from='r.test' to='$to' $S>")
+            or die $c->error . "\n";
     }
     $c->send("<stream:stream from='r.test' to='$to' $S>");
     return ($c, $expect);

@@ -440,6 +440,10 @@ sub raw_ready {
     my ($port, $mode, $dom, $local) = @_;
     my $c = raw_connect($port, $mode, $dom, $local)
         or die "connect: $XT::XMPP::ERROR\n";
+    if ($mode eq 'starttls') {
+        $c->tls_stream($dom) or die $c->error . "\n";
+        return $c;
+    }
     my $expect = sub {
         my ($re, $what) = @_;
         my $e = $c->read_element // die "no $what (EOF/timeout)\n";
@@ -449,14 +453,6 @@ sub raw_ready {
     $c->open_stream($dom);
     $expect->(qr/^<stream:stream\b/, 'stream header');
     $expect->(qr/^<stream:features\b/, 'features');
-    if ($mode eq 'starttls') {
-        $c->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-        $expect->(qr/^<proceed\b/, 'proceed');
-        $c->starttls(SSL_hostname => $dom) or die $c->error . "\n";
-        $c->open_stream($dom);
-        $expect->(qr/^<stream:stream\b/, 'stream header after TLS');
-        $expect->(qr/^<stream:features\b/, 'features after TLS');
-    }
     return $c;
 }
 

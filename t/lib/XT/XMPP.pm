@@ -22,6 +22,9 @@ package XT::XMPP;
 #   send($bytes)  read_element([$timeout])  read_until(qr//[, $timeout])
 #   eof_within($secs)  fill($deadline)      the reading and writing
 #   starttls(%ssl_opts)                     the TLS handshake in place
+#   tls_stream($to, %opts)                  STARTTLS from the first header
+#                                           to the features after TLS
+#   stream_header                           the last one read
 #   open_stream($to, %attrs)  auth_plain($user, $pass[, $authzid])
 #   socket  buffer (bytes received, not yet returned)  error  is_ssl  close
 # and the function XT::XMPP::show($bytes) for diagnostics.  Set
@@ -39,6 +42,8 @@ use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(time);
 
 our $ERROR = '';
+
+my $STREAM_HEADER = qr/^<(?:[^\s\/>:]+:)?stream[\s>]/;
 
 my %SSL_DEFAULTS = (
     SSL_verify_mode => SSL_VERIFY_NONE,
@@ -82,6 +87,9 @@ sub socket { $_[0]{sock} }
 sub buffer { $_[0]{buf} }
 sub error  { $_[0]{error} }
 sub is_ssl { $_[0]{ssl} }
+
+# stream_header(): the last stream header that read_element() returned.
+sub stream_header { $_[0]{stream_header} }
 
 sub close {
     my ($self) = @_;
@@ -314,6 +322,7 @@ sub _unit {
 }
 
 # read_element([$timeout]): the next unit (see above), undef on EOF/timeout.
+# A stream header read is also kept as $c->stream_header.
 sub read_element {
     my ($self, $timeout) = @_;
     my $deadline = time() + ($timeout // $self->{timeout});
@@ -321,8 +330,9 @@ sub read_element {
         my ($n, $kind) = $self->_unit($self->{eof});
         if ($n) {
             my $u = substr($self->{buf}, 0, $n, '');
-            return $u if $kind eq 'unit';
-            next;
+            next unless $kind eq 'unit';
+            $self->{stream_header} = $u if $u =~ $STREAM_HEADER;
+            return $u;
         }
         return undef if $self->{eof};
         my $r = $self->fill($deadline);
@@ -367,6 +377,54 @@ sub open_stream {
         . (defined $to ? " to='$to'" : '')
         . " version='1.0' xmlns='jabber:client'"
         . " xmlns:stream='http://etherx.jabber.org/streams'$a>");
+}
+
+# tls_stream($to, %opts): STARTTLS on a new connection, as a client does
+# it: sends a stream header to $to, reads the peer's header and its
+# features (which must offer <starttls/>), sends <starttls/>, expects
+# <proceed/>, does the TLS handshake (SNI: $to) and sends a new stream
+# header, then reads the peer's new header and features.  Returns the last
+# unit read (true), or undef with the reason in $c->error.  Options:
+#   header   => $bytes  the stream header to send, both times (default:
+#                       what open_stream($to) sends, a jabber:client one)
+#   restart  => 0       stop after the handshake: no new header
+#   features => 0       after the new header read only the peer's header
+#   SSL_...             for starttls(); SSL_hostname defaults to $to
+sub tls_stream {
+    my ($self, $to, %o) = @_;
+    my $header = delete $o{header};
+    my $restart = delete $o{restart} // 1;
+    my $features = delete $o{features} // 1;
+    my %ssl = (SSL_hostname => $to, %o);
+
+    my $open = sub {
+        return defined $header ? $self->send($header) : $self->open_stream($to);
+    };
+    my $expect = sub {
+        my ($re, $what) = @_;
+        my $u = $self->read_element;
+        return $u if defined $u && $u =~ $re;
+        $self->{error} = defined $u ? "expected $what, got: " . show($u)
+            : "no $what (" . ($self->{eof} ? 'EOF' : 'timeout') . ')';
+        return undef;
+    };
+
+    $open->() or return undef;
+    $expect->($STREAM_HEADER, 'stream header') // return undef;
+    $expect->(qr/^<(?:[^\s\/>:]+:)?features\b.*<starttls\b/s,
+        'stream features offering STARTTLS') // return undef;
+    $self->send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        or return undef;
+    $expect->(qr/^<proceed\b/, '<proceed/>') // return undef;
+    $self->starttls(%ssl) or return undef;
+    return 1 unless $restart;
+
+    $open->() or return undef;
+    my $u = $expect->($STREAM_HEADER, 'stream header after TLS')
+        // return undef;
+    return $u unless $features;
+    return $expect->(qr/^<(?:[^\s\/>:]+:)?features\b/,
+        'stream features after TLS');
 }
 
 # auth_plain($user, $pass[, $authzid]): sends a SASL PLAIN <auth/>.
