@@ -134,13 +134,13 @@ mail {
     server {
         listen 127.0.0.1:%%PORT_5224%%;
         protocol xmpp;
-        starttls off;
+        starttls on;
         auth_http 127.0.0.1:@{[ free_port() ]}/auth;
     }
 }
 EOF
 $t->run();
-$t->plan(29);
+$t->plan(33);
 
 my $port = $t->port(5222);
 # (XT_TIME_SCALE: t/valgrind runs everything slower)
@@ -172,6 +172,26 @@ fault('auth_http closes without an answer', 'closeauth',
 fault('auth_http OK without Auth-Server/Auth-Port', 'noserver',
     qr/$TEMP@{[ serr('internal-server-error') ]}/,
     qr/auth http server .* did not send server or port/);
+
+# the auth server down, on a server with "starttls on" (STARTTLS offered,
+# PLAIN allowed before TLS): the SASL failure at once, the reason logged
+
+{
+    my $c = client($t->port(5224));
+    $c->send($HDR);
+    $c->read_element;
+    like($c->read_element // '',
+        qr/<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'\/><mechanisms\b/,
+        'starttls on: STARTTLS optional, PLAIN offered');
+    $c->send("<auth $SASL mechanism='PLAIN'>"
+        . encode_base64("\0alice\0alice-pw", '') . '</auth>');
+    like($c->read_element // '', qr{^<failure $SASL><temporary-auth-failure/>},
+        'auth server down');
+    ok($c->eof_within(3), 'auth server down: closed');
+    like($t->read_file('error.log'),
+        qr/\(111: Connection refused\) while in http auth state/,
+        'auth server down: logged');
+}
 
 # backend faults
 

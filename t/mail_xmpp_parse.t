@@ -3,8 +3,9 @@
 # What real clients send, in all the shapes the parser must accept: XML
 # declarations, attribute orders and quotes, prefixes, entities, UTF-8,
 # whitespace, pipelining and any split of the input; the SASL PLAIN
-# exchanges and failures; STARTTLS injection; Auth-Wait; a backend or an
-# auth server that is down.  The backend is a real Prosody.
+# exchanges and failures; STARTTLS injection; Auth-Wait; a backend that
+# is down.  The backend is a real Prosody.  (An auth server that is down:
+# t/mail_xmpp_faults.t.)
 
 use strict;
 use warnings;
@@ -42,7 +43,7 @@ $t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
 EOF
 ));
 $t->run();
-$t->plan(64);
+$t->plan(59);
 
 my $port = $t->port(5222);
 
@@ -318,46 +319,6 @@ my $rcf = qr{<stream:error><remote-connection-failed\b};
 like($r, qr{^<failure $SASL><temporary-auth-failure/></failure>$rcf},
     'backend down');
 ok($c->eof_within(3), 'backend down: closed');
-
-###############################################################################
-
-# an auth server that is down: a second nginx
-
-my $t2 = XT::Nginx->new()->has(qw/mail mail_ssl xmpp/);
-$t2->gen_cert('xmpp', cn => 'example.com');
-$t2->write_file_expand('nginx.conf', <<"EOF");
-%%TEST_GLOBALS%%
-
-events {
-}
-
-mail {
-    auth_http 127.0.0.1:$closed/auth;
-    ssl_certificate %%TESTDIR%%/xmpp.crt;
-    ssl_certificate_key %%TESTDIR%%/xmpp.key;
-
-    server {
-        listen 127.0.0.1:%%PORT_5222%%;
-        protocol xmpp;
-        starttls on;
-    }
-}
-EOF
-$t2->run();
-
-$c = XT::XMPP->new(port => $t2->port(5222));
-$c->send("<stream:stream to='example.com' $STREAM>");
-$c->read_element;
-like($c->read_element // '', qr/<starttls $TLS\/><mechanisms\b/,
-    'starttls on: STARTTLS optional, PLAIN offered');
-$c->send(auth("\0alice\0alice-pw"));
-like($c->read_element // '', qr{^<failure $SASL><temporary-auth-failure/>},
-    'auth server down');
-ok($c->eof_within(3), 'auth server down: closed');
-$t2->stop();
-like($t2->read_file('error.log'), qr/\(111: Connection refused\) while in http auth state/,
-    'auth server down: logged');
-$t2->check_logs();
 
 ###############################################################################
 
