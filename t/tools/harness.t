@@ -56,7 +56,7 @@ mail {
 
 EOF
 
-$t->plan(26);
+$t->plan(27);
 
 ###############################################################################
 # Placeholders and ports
@@ -151,9 +151,17 @@ is(scalar(my @p = $t2->log_problems), 3, 'log check finds alert and sanitizer re
 $t2->ignore_log(qr/AddressSanitizer|runtime error/);
 is(scalar(@p = $t2->log_problems), 1, 'ignore_log excuses lines');
 
-###############################################################################
+# nginx ran, so an error.log that is not there is a problem too
 
 $t->stop;
+my $td_log = "$td/error.log";
+rename $td_log, "$td_log.away" or die "rename: $!";
+@p = $t->log_problems;
+rename "$td_log.away", $td_log or die "rename: $!";
+ok(grep({ /^error\.log: missing/ } @p), 'log check: a missing error.log is a problem')
+    or diag(explain \@p);
+
+###############################################################################
 
 my ($rc, $out) = $t->config_test;
 is($rc, 0, 'config_test: good configuration') or diag($out);

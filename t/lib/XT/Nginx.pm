@@ -30,8 +30,9 @@ package XT::Nginx;
 #   harness adds one test, the teardown check, which it runs when the object
 #   is destroyed or at END: nginx is stopped and the test fails if
 #   error.log (or nginx's captured stderr) holds "[alert]", "[emerg]",
-#   "exited on signal", a sanitizer report or "runtime error:".  Lines that
-#   a test provokes on purpose can be excused with $t->ignore_log(qr/.../).
+#   "exited on signal", a sanitizer report or "runtime error:", or if
+#   nginx was started and there is no error.log.  Lines that a test
+#   provokes on purpose can be excused with $t->ignore_log(qr/.../).
 #   Alternative without a count: end the test with $t->done_testing, which
 #   runs the teardown check and then Test::More's done_testing.
 #
@@ -623,11 +624,18 @@ sub ignore_log {
 my $BAD = qr/^(?:\S+ \S+ |nginx: )\[(?:alert|emerg)\]|exited on signal|(?:Address|UndefinedBehavior|Leak|Memory|Thread)Sanitizer|runtime error:/;
 
 # The problems found in error.log and nginx's stderr, as a list of lines.
+# Once nginx has been started, an error.log that is not there is one: the
+# check would otherwise pass on a log it never read.
 sub log_problems {
     my ($self) = @_;
     my @bad;
     for my $name ('error.log', 'stderr.log') {
-        my $c = $self->read_file($name) // next;
+        my $c = $self->read_file($name);
+        unless (defined $c) {
+            push @bad, "$name: missing (nginx was started)"
+                if $name eq 'error.log' && $self->{ran};
+            next;
+        }
         LINE: for my $line (split /\n/, $c) {
             next unless $line =~ $BAD;
             for my $re (@{ $self->{ignore} }) {
