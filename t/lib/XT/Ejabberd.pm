@@ -21,8 +21,9 @@ package XT::Ejabberd;
 #   $e->register($user, $domain, $pass);
 #   $e->sessions($user, $domain)  -> user_sessions_info output
 #   $e->log;            # ejabberd.log so far
-#   $e->stop;  $e->start;  $e->restart;   (stop also on DESTROY / END;
-#                 stop(graceful => 1) lets the VM shut down cleanly)
+#   $e->stop;  $e->start;  $e->restart;  $e->alive;   (XT::Daemon: stop
+#                 also on DESTROY, END and SIGINT/TERM; stop(graceful => 1)
+#                 lets the VM shut down cleanly)
 #
 # The instance has its own config dir (ejabberd.yml, ejabberdctl.cfg with
 # its own node name, cookie and ERL_DIST_PORT: no epmd is started or
@@ -51,13 +52,12 @@ use strict;
 use warnings;
 
 use File::Path qw(make_path);
-use POSIX qw(WNOHANG setpgid);
-use Scalar::Util qw(weaken);
-use Time::HiRes qw(sleep time);
+use Time::HiRes qw(sleep);
 
-use XT::Nginx qw(free_port wait_for_port);
+use XT::Daemon;
+use XT::Nginx qw(free_port);
 
-our %LIVE;
+our @ISA = ('XT::Daemon');
 
 our $EJABBERDCTL = '/usr/sbin/ejabberdctl';
 our $USER = 'ejabberd';
@@ -92,7 +92,7 @@ sub new {
         timeout        => $o{timeout} // 30,
         port           => $o{port} // free_port(),
         dist_port      => free_port(),
-        owner          => $$,
+        process_group  => 1,    # stop() kills the group (sh, beam)
     }, $class;
     $self->{pp_port} = $o{pp_port} // free_port() if $self->{proxy_protocol};
     $self->{s2s_pp_port} = free_port() if $self->{s2s_proxy_protocol};
@@ -104,38 +104,34 @@ sub new {
     my ($uid, $gid) = (getpwnam($USER))[2, 3];
     _chown_r($uid, $gid, $dir);
 
-    $LIVE{"$self"} = $self;
-    weaken($LIVE{"$self"});
-    exit_on_signals();
-
+    $self->daemon_init;
     $self->start;
     $self->register_many(@{ $self->{users} });
     return $self;
 }
 
-# exit_on_signals(): SIGINT, SIGTERM, SIGHUP and SIGPIPE (prove killed, or
-# its output piped into "head") make the test exit, so that END blocks stop
-# the servers; by default the test would die on the spot and leave them
-# running.  Handlers that someone else installed are kept.
-sub exit_on_signals {
-    my %no = (INT => 2, HUP => 1, PIPE => 13, TERM => 15);
-    for my $sig (keys %no) {
-        my $h = $SIG{$sig};
-        next if defined $h && $h ne '' && $h ne 'DEFAULT';
-        $SIG{$sig} = sub {
-            $SIG{PIPE} = 'IGNORE';    # the END blocks may still print
-            exit(128 + $no{$sig});
-        };
-    }
-}
-
-sub port    { $_[0]{port} }
 sub pp_port { $_[0]{pp_port} }
 sub s2s_pp_port { $_[0]{s2s_pp_port} }
-sub host    { '127.0.0.1' }
 sub node    { $_[0]{node} }
-sub dir     { $_[0]{dir} }
-sub pid     { $_[0]{pid} }
+
+# XT::Daemon: what runs, its ports and its log; ready once the node said
+# so (the listeners are bound early, commands work only then); stop() kills
+# the Erlang VM (below)
+sub command  { $_[0]->_as_user($_[0]->_ctl_cmd('foreground')) }
+sub log_file { "$_[0]{dir}/logs/ejabberd.log" }
+
+sub ports {
+    my ($self) = @_;
+    return ($self->{port},
+        $self->{proxy_protocol} ? $self->{pp_port} : (),
+        $self->{s2s_proxy_protocol} ? $self->{s2s_pp_port} : ());
+}
+
+sub ready {
+    my ($self) = @_;
+    my $log = substr($self->log, $self->{log_start});
+    return $log =~ /\bis started in the node\b/;
+}
 
 sub _chown_r {
     my ($uid, $gid, $path) = @_;
@@ -275,24 +271,10 @@ sub _as_user {
     return ('/bin/sh', '-c', $script);
 }
 
-sub _run_quiet {
-    my (@cmd) = @_;
-    my $pid = open(my $fh, '-|') // die "fork: $!";
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDERR, '>&', \*STDOUT;
-        exec { $cmd[0] } @cmd or POSIX::_exit(127);
-    }
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    return ($? >> 8, $out);
-}
-
 # ctl(@args): runs "ejabberdctl ARGS" against this node.
 sub ctl {
     my ($self, @args) = @_;
-    return _run_quiet($self->_as_user($self->_ctl_cmd(@args)));
+    return XT::Daemon::run_quiet($self->_as_user($self->_ctl_cmd(@args)));
 }
 
 sub register {
@@ -346,91 +328,17 @@ sub sessions {
     return $rc ? '' : $out;
 }
 
-sub _alive {
-    my ($self) = @_;
-    my $pid = $self->{pid} or return 0;
-    if (waitpid($pid, WNOHANG) == $pid) {
-        $self->{exit_status} = $?;
-        delete $self->{pid};
-        return 0;
-    }
-    return 1;
-}
-
-sub start {
-    my ($self) = @_;
-    return $self if $self->{pid};
-    my $d = $self->{dir};
-    my $log0 = length $self->log;
-    my @cmd = $self->_as_user($self->_ctl_cmd('foreground'));
-    my $pid = fork() // die "XT::Ejabberd: fork: $!\n";
-    if ($pid == 0) {
-        setpgid(0, 0);    # stop() signals the whole group (su, sh, beam)
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$d/stdout.log";
-        open STDERR, '>&', \*STDOUT;
-        exec { $cmd[0] } @cmd or POSIX::_exit(127);
-    }
-    setpgid($pid, $pid);
-    $self->{pid} = $pid;
-
-    my @ports = ($self->{port});
-    push @ports, $self->{pp_port} if $self->{proxy_protocol};
-    push @ports, $self->{s2s_pp_port} if $self->{s2s_proxy_protocol};
-    for my $p (@ports) {
-        next if wait_for_port($p, $self->{timeout}, '127.0.0.1', sub { $self->_alive });
-        my $why = $self->{pid} ? "port $p did not open in $self->{timeout}s"
-            : "ejabberd exited (status " . ($self->{exit_status} // '?') . ")";
-        $self->stop;
-        die "XT::Ejabberd: ejabberd failed to start: $why\n"
-            . "--- stdout/stderr:\n" . _tail("$d/stdout.log")
-            . "--- log:\n" . _tail("$d/logs/ejabberd.log");
-    }
-
-    # the listeners are bound early; commands work once the node says so
-    my $end = time() + $self->{timeout};
-    until (substr($self->log, $log0) =~ /\bis started in the node\b/) {
-        if (!$self->_alive || time() > $end) {
-            $self->stop;
-            die "XT::Ejabberd: ejabberd did not finish starting\n"
-                . "--- log:\n" . _tail("$d/logs/ejabberd.log");
-        }
-        sleep 0.05;
-    }
-    return $self;
-}
-
-sub _tail {
-    my ($f) = @_;
-    open(my $fh, '<', $f) or return "(none)\n";
-    my @l = <$fh>;
-    @l = @l[-20 .. -1] if @l > 20;
-    return join '', @l;
-}
-
 # stop(): SIGKILL to the Erlang VM, then to what is left of the process
 # group (sh/ejabberdctl): fast, the spool is thrown away anyway.  The VM is
 # killed first so that ejabberdctl, its parent, reaps it (no zombie is
 # left to an init that does not reap).
 # stop(graceful => 1): SIGTERM first (the VM shuts down cleanly, ~2 s).
-sub stop {
+sub stop_signal {
     my ($self, %o) = @_;
-    return $self unless $self->{pid} && $$ == $self->{owner};
-    my $pid = $self->{pid};
-    my $sig = $o{graceful} ? 'TERM' : 'KILL';
-    my $end = time() + ($o{graceful} ? 10 : 3);
-    kill $sig, _children($pid);
-    while ($self->_alive && time() < $end) {
-        sleep 0.02;
-    }
-    if ($self->{pid}) {
-        kill 'KILL', _children($pid);
-        kill 'KILL', -$pid;
-        waitpid($pid, 0);
-        delete $self->{pid};
-    }
-    return $self;
+    return $o{graceful} ? ('TERM', 10) : ('KILL', 3);
 }
+
+sub stop_pids { _children($_[0]{pid}) }
 
 # _children($pid): pids whose parent is $pid
 sub _children {
@@ -444,32 +352,6 @@ sub _children {
         push @kids, $p if $ppid == $pid;
     }
     return @kids;
-}
-
-sub restart {
-    my ($self) = @_;
-    $self->stop;
-    return $self->start;
-}
-
-sub log {
-    my ($self) = @_;
-    open(my $fh, '<', "$self->{dir}/logs/ejabberd.log") or return '';
-    local $/;
-    return <$fh> // '';
-}
-
-sub DESTROY {
-    my ($self) = @_;
-    local ($?, $!, $@);
-    delete $LIVE{"$self"};
-    $self->stop;
-}
-
-END {
-    my $status = $?;
-    $_->stop for grep { defined } values %LIVE;
-    $? = $status;
 }
 
 1;

@@ -96,7 +96,7 @@ sub new {
     my ($class, %o) = @_;
 
     my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
-    XT::Ejabberd::exit_on_signals();    # servers are stopped on INT, TERM, PIPE
+    XT::Daemon::exit_on_signals();    # servers are stopped on INT, TERM, PIPE
     my @backends = @{ $o{backends} // [qw(prosody ejabberd)] };
     need(-x '/usr/bin/prosody', 'prosody') if grep { $_ eq 'prosody' } @backends;
     need(!XT::Ejabberd::available(), 'ejabberd: ' . XT::Ejabberd::available())

@@ -13,7 +13,8 @@ package XT::Prosody;
 #   );                           # started and listening when new() returns
 #   $p->port;  $p->tls_port;  $p->host;  $p->log;  $p->config_file;
 #   $p->cert($domain);  $p->register($user, $domain, $pass);
-#   $p->stop;                    # also done on DESTROY / END
+#   $p->stop;  $p->start;  $p->restart;  $p->alive;   (XT::Daemon: stop
+#                                # also on DESTROY, END and SIGINT/TERM)
 #
 # With tls => 0 Prosody accepts SASL PLAIN over plain TCP (as a backend
 # behind the proxy); with tls => 1 it requires STARTTLS before
@@ -28,13 +29,11 @@ use strict;
 use warnings;
 
 use File::Path qw(make_path);
-use POSIX qw(WNOHANG);
-use Scalar::Util qw(weaken);
-use Time::HiRes qw(sleep time);
 
-use XT::Nginx qw(free_port wait_for_port make_cert);
+use XT::Daemon;
+use XT::Nginx qw(free_port make_cert);
 
-our %LIVE;
+our @ISA = ('XT::Daemon');
 
 my $PROSODY = '/usr/bin/prosody';
 my $PROSODYCTL = '/usr/bin/prosodyctl';
@@ -53,7 +52,6 @@ sub new {
         extra      => $o{extra} // '',
         timeout    => $o{timeout} // 15,
         port       => $o{port} // free_port(),
-        owner      => $$,
     }, $class;
     $self->{tls_port} = $o{tls_port} // free_port() if $self->{direct_tls};
 
@@ -63,19 +61,22 @@ sub new {
     $self->_write_config;
     $self->register(@$_) for @{ $self->{users} };
 
-    $LIVE{"$self"} = $self;
-    weaken($LIVE{"$self"});
-
+    $self->daemon_init;
     $self->start unless $o{no_start};
     return $self;
 }
 
-sub port        { $_[0]{port} }
 sub tls_port    { $_[0]{tls_port} }
-sub host        { '127.0.0.1' }
-sub dir         { $_[0]{dir} }
 sub config_file { "$_[0]{dir}/prosody.cfg.lua" }
-sub pid         { $_[0]{pid} }
+
+# XT::Daemon: what runs, its ports and its log
+sub command  { ($PROSODY, '-F', '--config', $_[0]->config_file) }
+sub log_file { "$_[0]{dir}/prosody.log" }
+
+sub ports {
+    my ($self) = @_;
+    return ($self->{port}, $self->{direct_tls} ? $self->{tls_port} : ());
+}
 
 sub cert {
     my ($self, $domain) = @_;
@@ -154,119 +155,14 @@ EOF
     close $fh;
 }
 
-sub _run_quiet {
-    my (@cmd) = @_;
-    my $pid = open(my $fh, '-|') // die "fork: $!";
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDERR, '>&', \*STDOUT;
-        exec { $cmd[0] } @cmd or POSIX::_exit(127);
-    }
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    return ($? >> 8, $out);
-}
-
 # register($user, $domain, $pass): creates (or overwrites) an account with
 # prosodyctl, works whether Prosody runs or not.
 sub register {
     my ($self, $user, $domain, $pass) = @_;
-    my ($rc, $out) = _run_quiet($PROSODYCTL, '--config', $self->config_file,
-        'register', $user, $domain, $pass);
+    my ($rc, $out) = XT::Daemon::run_quiet($PROSODYCTL,
+        '--config', $self->config_file, 'register', $user, $domain, $pass);
     die "XT::Prosody: prosodyctl register $user\@$domain failed ($rc):\n$out" if $rc;
     return $self;
-}
-
-sub _alive {
-    my ($self) = @_;
-    my $pid = $self->{pid} or return 0;
-    if (waitpid($pid, WNOHANG) == $pid) {
-        $self->{exit_status} = $?;
-        delete $self->{pid};
-        return 0;
-    }
-    return 1;
-}
-
-sub start {
-    my ($self) = @_;
-    return $self if $self->{pid};
-    my $d = $self->{dir};
-    my $pid = fork() // die "XT::Prosody: fork: $!\n";
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$d/stdout.log";
-        open STDERR, '>&', \*STDOUT;
-        chdir $d;
-        exec { $PROSODY } $PROSODY, '-F', '--config', $self->config_file
-            or POSIX::_exit(127);
-    }
-    $self->{pid} = $pid;
-
-    my @ports = ($self->{port});
-    push @ports, $self->{tls_port} if $self->{direct_tls};
-    for my $p (@ports) {
-        next if wait_for_port($p, $self->{timeout}, '127.0.0.1', sub { $self->_alive });
-        my $why = $self->{pid} ? "port $p did not open in $self->{timeout}s"
-            : "prosody exited (status " . ($self->{exit_status} // '?') . ")";
-        $self->stop;
-        die "XT::Prosody: prosody failed to start: $why\n"
-            . "--- stdout/stderr:\n" . _tail("$d/stdout.log")
-            . "--- log:\n" . _tail("$d/prosody.log");
-    }
-    return $self;
-}
-
-sub _tail {
-    my ($f) = @_;
-    open(my $fh, '<', $f) or return "(none)\n";
-    my @l = <$fh>;
-    @l = @l[-20 .. -1] if @l > 20;
-    return join '', @l;
-}
-
-sub stop {
-    my ($self) = @_;
-    return $self unless $self->{pid} && $$ == $self->{owner};
-    kill 'TERM', $self->{pid};
-    my $end = time() + 10;
-    while ($self->_alive && time() < $end) {
-        sleep 0.02;
-    }
-    if ($self->{pid}) {
-        kill 'KILL', $self->{pid};
-        waitpid($self->{pid}, 0);
-        delete $self->{pid};
-    }
-    return $self;
-}
-
-sub restart {
-    my ($self) = @_;
-    $self->stop;
-    return $self->start;
-}
-
-# log(): the Prosody log so far (debug level).
-sub log {
-    my ($self) = @_;
-    open(my $fh, '<', "$self->{dir}/prosody.log") or return '';
-    local $/;
-    return <$fh> // '';
-}
-
-sub DESTROY {
-    my ($self) = @_;
-    local ($?, $!, $@);
-    delete $LIVE{"$self"};
-    $self->stop;
-}
-
-END {
-    my $status = $?;
-    $_->stop for grep { defined } values %LIVE;
-    $? = $status;
 }
 
 1;
