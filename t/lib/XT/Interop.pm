@@ -2,7 +2,7 @@ package XT::Interop;
 
 # The interop suite's common part (t/interop/*.t): real backends, one nginx
 # in front of them, a raw "peer" client for the other side of a message
-# exchange, and the results that t/interop/matrix.t prints as a matrix.
+# exchange, and the results that t/interop/matrix prints as a matrix.
 #
 #   my $ix = XT::Interop->new(
 #       name     => 'slixmpp',           # row of the matrix (client/feature)
@@ -40,7 +40,8 @@ package XT::Interop;
 #
 # A cell passes when all the tests run inside it pass; "todo" makes them
 # TODO tests (an expected failure, with the exact reason).  Results go to
-# build/interop/results/TAG/FILE.json (TAG: nginx version and build kind).
+# build/interop/results/TAG/FILE.json (TAG: nginx version and build kind),
+# with the run id (INTEROP_RUN) that t/interop/matrix selects them by.
 #
 # A message exchange with a client program that follows the suite's
 # client convention (t/lib/interop/README):
@@ -262,8 +263,8 @@ sub results_dir {
     return $d;
 }
 
-# the run a result belongs to: prove's pid (the parent of every test of one
-# prove run), or INTEROP_RUN when set
+# the run a result belongs to: INTEROP_RUN (auto/test sets one), else
+# prove's pid (the parent of every test of one prove run)
 sub run_id { $ENV{INTEROP_RUN} // getppid() }
 
 sub _results_start {
