@@ -152,6 +152,7 @@ typedef struct {
     ngx_uint_t              state;
     ngx_uint_t              depth;
     ngx_uint_t              child;          /* NGX_XMPP_UP_* of a child */
+    ngx_uint_t              unit;           /* NGX_XMPP_UP_*, when NGX_OK */
     size_t                  name_len;       /* of the local name */
     size_t                  count;          /* of a delimiter, "]]>" ... */
     u_char                 *lt;             /* the last "<" */
@@ -272,7 +273,7 @@ typedef struct {
 } ngx_mail_xmpp_ctx_t;
 
 
-/* upstream parser results */
+/* what ngx_mail_xmpp_scan() found when it returns NGX_OK (sc->unit) */
 
 #define NGX_XMPP_UP_HEADER           1
 #define NGX_XMPP_UP_FEATURES         2
