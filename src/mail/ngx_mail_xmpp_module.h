@@ -108,11 +108,39 @@ typedef struct {
 typedef struct ngx_mail_xmpp_lookup_s  ngx_mail_xmpp_lookup_t;
 
 
+/*
+ * certificate lookup cache (ngx_mail_xmpp_ssl.c; the entry is here for
+ * t/fuzz/xmpp_lookup_fuzz.c): the lists of ngx_mail_xmpp_cached_t.list
+ */
+
+#define NGX_MAIL_XMPP_CACHE_CERT       0    /* certificates */
+#define NGX_MAIL_XMPP_CACHE_NEGATIVE   1    /* no certificate, failures */
+#define NGX_MAIL_XMPP_CACHE_PENDING    2    /* being looked up */
+#define NGX_MAIL_XMPP_CACHE_LISTS      3
+
+
+#if (NGX_MAIL_SSL)
+
+typedef struct {
+    ngx_str_node_t          sn;
+    ngx_queue_t             queue;
+    ngx_uint_t              list;
+    time_t                  expire;
+    X509                   *cert;
+    STACK_OF(X509)         *chain;
+    EVP_PKEY               *key;            /* NULL: no certificate */
+    ngx_mail_xmpp_lookup_t *lookup;         /* while pending */
+} ngx_mail_xmpp_cached_t;
+
+#endif
+
+
 typedef struct {
     ngx_rbtree_t            rbtree;
     ngx_rbtree_node_t       sentinel;
-    ngx_queue_t             queue;          /* LRU, most recent first */
-    ngx_uint_t              count;
+    ngx_queue_t             queue[NGX_MAIL_XMPP_CACHE_LISTS];  /* LRU */
+    ngx_uint_t              count[NGX_MAIL_XMPP_CACHE_LISTS];
+    ngx_uint_t              lookups;        /* running */
 } ngx_mail_xmpp_cert_cache_t;
 
 
@@ -125,9 +153,13 @@ typedef struct {
     ngx_addr_t                  *lookup_peer;
     ngx_str_t                    lookup_host;
     ngx_str_t                    lookup_uri;
+    ngx_array_t                 *lookup_domains;  /* ngx_str_t */
     ngx_msec_t                   lookup_timeout;
+    ngx_uint_t                   lookup_concurrency;
     time_t                       cache_time;
+    time_t                       cache_error_time;
     ngx_uint_t                   cache_size;
+    ngx_uint_t                   cache_negative_size;
     ngx_mail_xmpp_cert_cache_t  *cache;
 
     ngx_str_t                    features;
@@ -312,6 +344,8 @@ ngx_int_t ngx_mail_xmpp_ssl_init(ngx_conf_t *cf,
     ngx_mail_xmpp_srv_conf_t *xcf);
 char *ngx_mail_xmpp_certificate_lookup(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_mail_xmpp_certificate_lookup_domains(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s,
     ngx_connection_t *c);
 #endif
