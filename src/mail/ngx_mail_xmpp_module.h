@@ -83,7 +83,8 @@
 typedef enum {
     ngx_xmpp_start = 0,
     ngx_xmpp_auth_plain,
-    ngx_xmpp_dialback           /* s2s: the backend's features relayed */
+    ngx_xmpp_dialback,          /* s2s: the backend's features relayed */
+    ngx_xmpp_starttls           /* <proceed/> waits for a certificate */
 } ngx_xmpp_state_e;
 
 
@@ -362,7 +363,7 @@ uintptr_t ngx_mail_xmpp_escape(u_char *dst, u_char *src, size_t size);
 ngx_str_t ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src);
 void ngx_mail_xmpp_skip_space(ngx_buf_t *b);
 size_t ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep);
-ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
+ngx_int_t ngx_mail_xmpp_domain(u_char *name, size_t len);
 ngx_int_t ngx_mail_xmpp_token(ngx_str_t *id);
 
 extern ngx_str_t  ngx_mail_xmpp_stream_errors[];

@@ -1311,7 +1311,19 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
 
     /* the stream "to" names a domain, before anything else is done */
 
-    if (!ctx->parse.has_to || ngx_mail_xmpp_domain(&ctx->host) != NGX_OK) {
+    if (!ctx->parse.has_to) {
+        return NGX_XMPP_ERR_HOST_UNKNOWN;
+    }
+
+    /* one form to compare, log and send: lowercase, no final dot */
+
+    if (ctx->host.len && ctx->host.data[ctx->host.len - 1] == '.') {
+        ctx->host.len--;
+    }
+
+    ngx_strlow(ctx->host.data, ctx->host.data, ctx->host.len);
+
+    if (ngx_mail_xmpp_domain(ctx->host.data, ctx->host.len) != NGX_OK) {
         return NGX_XMPP_ERR_HOST_UNKNOWN;
     }
 

@@ -63,7 +63,6 @@ static int ngx_mail_xmpp_cert_cached(ngx_ssl_conn_t *ssl_conn,
     size_t len);
 static ngx_mail_xmpp_cert_t *ngx_mail_xmpp_find_cert(
     ngx_mail_xmpp_srv_conf_t *xcf, u_char *name, size_t len);
-static ngx_int_t ngx_mail_xmpp_host_name(u_char *name, size_t len);
 static ngx_int_t ngx_mail_xmpp_lookup_allowed(ngx_mail_xmpp_srv_conf_t *xcf,
     u_char *name, size_t len);
 static ngx_mail_xmpp_cached_t *ngx_mail_xmpp_cache_get(
@@ -345,7 +344,7 @@ ngx_mail_xmpp_cert_cb(ngx_ssl_conn_t *ssl_conn, void *arg)
         return 1;
     }
 
-    if (ngx_mail_xmpp_host_name(name, len) != NGX_OK) {
+    if (ngx_mail_xmpp_domain(name, len) != NGX_OK) {
 
         /* client-controlled bytes: not logged */
 
@@ -572,7 +571,7 @@ ngx_mail_xmpp_certificate_lookup_domains(ngx_conf_t *cf, ngx_command_t *cmd,
 
         dot = (value[i].len && value[i].data[0] == '.');
 
-        if (ngx_mail_xmpp_host_name(value[i].data + dot, value[i].len - dot)
+        if (ngx_mail_xmpp_domain(value[i].data + dot, value[i].len - dot)
             != NGX_OK)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -614,7 +613,7 @@ ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
     if (xcf->cache == NULL
-        || ngx_mail_xmpp_host_name(ctx->host.data, ctx->host.len) != NGX_OK
+        || ngx_mail_xmpp_domain(ctx->host.data, ctx->host.len) != NGX_OK
         || ngx_mail_xmpp_find_cert(xcf, ctx->host.data, ctx->host.len)
         || ngx_mail_xmpp_cache_get(xcf, ctx->host.data, ctx->host.len))
     {
@@ -644,50 +643,6 @@ ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s, ngx_connection_t *c)
     c->read->handler = ngx_mail_xmpp_lookup_block_read;
 
     return NGX_AGAIN;
-}
-
-
-static ngx_int_t
-ngx_mail_xmpp_host_name(u_char *name, size_t len)
-{
-    size_t  i, label;
-
-    /*
-     * letters, digits and hyphens in labels of 1 to 63 bytes (A-labels
-     * for IDN), at most 253 bytes: nothing to escape in a query string
-     * or a log line
-     */
-
-    if (len == 0 || len > 253) {
-        return NGX_DECLINED;
-    }
-
-    label = 0;
-
-    for (i = 0; i < len; i++) {
-
-        if (name[i] == '.') {
-            if (label == 0) {
-                return NGX_DECLINED;
-            }
-
-            label = 0;
-            continue;
-        }
-
-        if (!((name[i] | 0x20) >= 'a' && (name[i] | 0x20) <= 'z')
-            && !(name[i] >= '0' && name[i] <= '9')
-            && name[i] != '-')
-        {
-            return NGX_DECLINED;
-        }
-
-        if (++label > 63) {
-            return NGX_DECLINED;
-        }
-    }
-
-    return (label == 0) ? NGX_DECLINED : NGX_OK;
 }
 
 
@@ -1520,11 +1475,9 @@ ngx_mail_xmpp_lookup_error(ngx_mail_xmpp_lookup_t *lu, ngx_err_t err,
 static void
 ngx_mail_xmpp_lookup_done(ngx_mail_xmpp_lookup_t *lu, ngx_int_t rc)
 {
-    ngx_connection_t          *c;
     ngx_mail_session_t        *s;
     ngx_mail_xmpp_ctx_t       *ctx;
     ngx_mail_xmpp_cached_t    *cached;
-    ngx_mail_core_srv_conf_t  *cscf;
     ngx_mail_xmpp_srv_conf_t  *xcf;
 
     if (lu->peer.connection) {
@@ -1570,31 +1523,10 @@ ngx_mail_xmpp_lookup_done(ngx_mail_xmpp_lookup_t *lu, ngx_int_t rc)
 
     /* the session waited: TLS may start now, with whatever we have */
 
-    c = s->connection;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
     ctx->lookup = NULL;
 
-    c->log->action = "in auth state";
-    c->read->handler = ngx_mail_starttls_handler;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-    ngx_add_timer(c->read, cscf->timeout);
-
-    ngx_str_set(&s->out, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-
-    ngx_mail_send(c->write);
-
-    if (c->destroyed) {
-        return;
-    }
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_mail_close_connection(c);
-    }
+    ngx_mail_xmpp_resume(s, ngx_xmpp_starttls);
 }
 
 
