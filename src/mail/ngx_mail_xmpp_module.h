@@ -108,9 +108,12 @@ typedef struct {
 
 typedef struct ngx_mail_xmpp_lookup_s  ngx_mail_xmpp_lookup_t;
 
+typedef void (*ngx_mail_xmpp_lookup_pt)(ngx_mail_xmpp_lookup_t *lu,
+    ngx_int_t rc);
+
 
 /*
- * certificate lookup cache (ngx_mail_xmpp_ssl.c; the entry is here for
+ * certificate lookup cache (ngx_mail_xmpp_certificate.c; the entry is here for
  * t/fuzz/xmpp_lookup_fuzz.c): the lists of ngx_mail_xmpp_cached_t.list
  */
 
@@ -173,10 +176,42 @@ typedef struct {
 } ngx_mail_xmpp_srv_conf_t;
 
 
+#if (NGX_MAIL_SSL)
+
+/* a certificate lookup (ngx_mail_xmpp_lookup.c, the HTTP client) */
+
+struct ngx_mail_xmpp_lookup_s {
+    ngx_pool_t                 *pool;
+    ngx_peer_connection_t       peer;
+    ngx_buf_t                  *request;
+    ngx_buf_t                  *response;
+    ngx_str_t                   domain;
+    ngx_mail_xmpp_srv_conf_t   *xcf;
+    ngx_mail_xmpp_cached_t     *cached;     /* NULL: dropped from the cache */
+    ngx_mail_session_t         *session;    /* NULL: a background lookup */
+    ngx_mail_xmpp_lookup_pt     handler;    /* every end of the lookup */
+
+    /* the response header parser */
+
+    ngx_uint_t                  state;
+    ngx_uint_t                  match;
+    ngx_uint_t                  header;
+    ngx_uint_t                  status;
+    size_t                      value;
+    size_t                      length;     /* Content-Length */
+    size_t                      body;       /* offset in the response */
+
+    unsigned                    has_length:1;
+    unsigned                    header_done:1;
+};
+
+#endif
+
+
 /*
  * server-to-server: the tokenizer of the relayed streams, the remote's and
  * the backend's, and what binds the remote's stream to the domain pair
- * auth_http approved (see ngx_mail_xmpp_proxy.c)
+ * auth_http approved (see ngx_mail_xmpp_relay.c)
  */
 
 typedef struct ngx_mail_xmpp_relay_s  ngx_mail_xmpp_relay_t;
@@ -349,6 +384,7 @@ char *ngx_mail_xmpp_certificate_lookup_domains(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s,
     ngx_connection_t *c);
+ngx_int_t ngx_mail_xmpp_lookup_send(ngx_mail_xmpp_lookup_t *lu);
 #endif
 
 uintptr_t ngx_mail_xmpp_stream_header(u_char *dst, ngx_uint_t flags,
