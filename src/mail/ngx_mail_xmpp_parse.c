@@ -82,11 +82,11 @@ static void ngx_mail_xmpp_scan_value(ngx_mail_xmpp_relay_t *r, u_char ch,
 
 static ngx_str_t  ngx_mail_xmpp_namespaces[] = {
     ngx_null_string,
-    ngx_string("http://etherx.jabber.org/streams"),
+    ngx_string(NGX_XMPP_STREAMS_NS),
     ngx_string("jabber:client"),
     ngx_string("jabber:server"),
-    ngx_string("urn:ietf:params:xml:ns:xmpp-tls"),
-    ngx_string("urn:ietf:params:xml:ns:xmpp-sasl"),
+    ngx_string(NGX_XMPP_TLS_NS),
+    ngx_string(NGX_XMPP_SASL_NS),
     ngx_string("jabber:server:dialback"),
 };
 
