@@ -169,7 +169,7 @@ mail {
         protocol xmpp;
         xmpp_certificate_lookup http://127.0.0.1:$crowd_port/cert;
         xmpp_certificate_lookup_concurrency 2;
-        xmpp_certificate_lookup_timeout 3s;
+        xmpp_certificate_lookup_timeout 5s;
     }
 
     # the mail level's xmpp_certificate* are not for IMAP
