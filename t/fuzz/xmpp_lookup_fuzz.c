@@ -4,8 +4,9 @@
  *
  * libFuzzer target: the certificate lookup client (ngx_mail_xmpp_lookup.c,
  * with ngx_mail_xmpp_certificate.c: xmpp_certificate_lookup), with the
- * fuzz input as the lookup service's answer: the status line, the header, Content-Length, the body and the
- * PEM in it, the cache the answer goes to.
+ * fuzz input as the lookup service's answer: the status line, the
+ * header, Content-Length, the body and the PEM in it, the cache the answer
+ * goes to.
  *
  * The first byte chooses what happens around the answer:
  *
