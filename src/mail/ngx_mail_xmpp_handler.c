@@ -373,9 +373,10 @@ ngx_mail_xmpp_resume(ngx_mail_session_t *s, ngx_uint_t state)
     /*
      * The one way back into the auth state, for a layer below that had
      * the session: the backend login, after the backend refused the login
-     * or, for xmpp-server, once the backend's features are relayed.  What
-     * is in s->out is sent, then the client's next command is read in
-     * "state".
+     * or, for xmpp-server, once the backend's features are relayed; the
+     * certificate lookup, when STARTTLS waited for it.  What is in s->out
+     * is sent, then the client's next command is read in "state", or, in
+     * ngx_xmpp_starttls, <proceed/> is sent and TLS starts.
      */
 
     c = s->connection;
@@ -383,15 +384,41 @@ ngx_mail_xmpp_resume(ngx_mail_session_t *s, ngx_uint_t state)
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
                    "xmpp resume in state %ui", state);
 
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
+    ngx_add_timer(c->read, cscf->timeout);
+
+    if (state == ngx_xmpp_starttls) {
+
+        /* the certificate lookup is done: the TLS handshake may start */
+
+        c->log->action = "in auth state";
+        c->read->handler = ngx_mail_starttls_handler;
+
+        ngx_str_set(&s->out, xmpp_proceed);
+
+        ngx_mail_send(c->write);
+
+        if (c->destroyed) {
+            return;
+        }
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_mail_close_connection(c);
+        }
+
+        return;
+    }
+
     s->mail_state = state;
     s->state = 0;
 
     c->log->action = (state == ngx_xmpp_dialback) ? "reading dialback request"
                                                  : "in auth state";
     c->read->handler = ngx_mail_xmpp_auth_state;
-
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-    ngx_add_timer(c->read, cscf->timeout);
 
     ngx_mail_send(c->write);
 
@@ -836,9 +863,8 @@ ngx_mail_xmpp_account(ngx_mail_session_t *s, ngx_connection_t *c,
             return NGX_DECLINED;
         }
 
-        if (ngx_mail_xmpp_domain(&domain) != NGX_OK
-            || domain.len != ctx->host.len
-            || ngx_strncmp(domain.data, ctx->host.data, domain.len) != 0)
+        if (domain.len != ctx->host.len
+            || ngx_strncasecmp(domain.data, ctx->host.data, domain.len) != 0)
         {
             /* an account of another domain is not one of this stream */
             *cond = NGX_XMPP_SASL_NOT_AUTHORIZED;
@@ -937,12 +963,17 @@ ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-    if (ngx_mail_xmpp_domain(&ctx->s2s.remote) != NGX_OK) {
+    if (ngx_mail_xmpp_domain(ctx->s2s.remote.data, ctx->s2s.remote.len)
+        != NGX_OK)
+    {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "remote server sent invalid or no \"from\"");
         ctx->error = NGX_XMPP_ERR_INVALID_FROM;
         return NGX_MAIL_PARSE_INVALID_COMMAND;
     }
+
+    ngx_strlow(ctx->s2s.remote.data, ctx->s2s.remote.data,
+               ctx->s2s.remote.len);
 
     /* both are checked host names: nothing to escape in the request */
 

@@ -143,11 +143,39 @@ static ngx_command_t  ngx_mail_xmpp_commands[] = {
       offsetof(ngx_mail_xmpp_srv_conf_t, cache_time),
       NULL },
 
+    { ngx_string("xmpp_certificate_lookup_domains"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
+      ngx_mail_xmpp_certificate_lookup_domains,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("xmpp_certificate_lookup_concurrency"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, lookup_concurrency),
+      NULL },
+
+    { ngx_string("xmpp_certificate_cache_error_time"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, cache_error_time),
+      NULL },
+
     { ngx_string("xmpp_certificate_cache_size"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
       NGX_MAIL_SRV_CONF_OFFSET,
       offsetof(ngx_mail_xmpp_srv_conf_t, cache_size),
+      NULL },
+
+    { ngx_string("xmpp_certificate_cache_negative_size"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, cache_negative_size),
       NULL },
 
 #endif
@@ -237,9 +265,13 @@ ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
     xcf->client_buffer_size = NGX_CONF_UNSET_SIZE;
     xcf->certificates = NGX_CONF_UNSET_PTR;
     xcf->lookup_peer = NGX_CONF_UNSET_PTR;
+    xcf->lookup_domains = NGX_CONF_UNSET_PTR;
     xcf->lookup_timeout = NGX_CONF_UNSET_MSEC;
+    xcf->lookup_concurrency = NGX_CONF_UNSET_UINT;
     xcf->cache_time = NGX_CONF_UNSET;
+    xcf->cache_error_time = NGX_CONF_UNSET;
     xcf->cache_size = NGX_CONF_UNSET_UINT;
+    xcf->cache_negative_size = NGX_CONF_UNSET_UINT;
 
     return xcf;
 }
@@ -293,14 +325,28 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    ngx_conf_merge_ptr_value(conf->lookup_domains, prev->lookup_domains,
+                             NULL);
     ngx_conf_merge_msec_value(conf->lookup_timeout, prev->lookup_timeout,
                               3000);
+    ngx_conf_merge_uint_value(conf->lookup_concurrency,
+                              prev->lookup_concurrency, 16);
     ngx_conf_merge_sec_value(conf->cache_time, prev->cache_time, 3600);
+    ngx_conf_merge_sec_value(conf->cache_error_time, prev->cache_error_time,
+                             10);
     ngx_conf_merge_uint_value(conf->cache_size, prev->cache_size, 1000);
+    ngx_conf_merge_uint_value(conf->cache_negative_size,
+                              prev->cache_negative_size, 100);
 
-    if (conf->cache_size == 0) {
+    if (conf->cache_size == 0
+        || conf->cache_negative_size == 0
+        || conf->lookup_concurrency == 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"xmpp_certificate_cache_size\" must not be 0");
+                           "\"xmpp_certificate_cache_size\", "
+                           "\"xmpp_certificate_cache_negative_size\" and "
+                           "\"xmpp_certificate_lookup_concurrency\" "
+                           "must not be 0");
         return NGX_CONF_ERROR;
     }
 

@@ -83,7 +83,8 @@
 typedef enum {
     ngx_xmpp_start = 0,
     ngx_xmpp_auth_plain,
-    ngx_xmpp_dialback           /* s2s: the backend's features relayed */
+    ngx_xmpp_dialback,          /* s2s: the backend's features relayed */
+    ngx_xmpp_starttls           /* <proceed/> waits for a certificate */
 } ngx_xmpp_state_e;
 
 
@@ -107,12 +108,43 @@ typedef struct {
 
 typedef struct ngx_mail_xmpp_lookup_s  ngx_mail_xmpp_lookup_t;
 
+typedef void (*ngx_mail_xmpp_lookup_pt)(ngx_mail_xmpp_lookup_t *lu,
+    ngx_int_t rc);
+
+
+/*
+ * certificate lookup cache (ngx_mail_xmpp_certificate.c; the entry is here for
+ * t/fuzz/xmpp_lookup_fuzz.c): the lists of ngx_mail_xmpp_cached_t.list
+ */
+
+#define NGX_MAIL_XMPP_CACHE_CERT       0    /* certificates */
+#define NGX_MAIL_XMPP_CACHE_NEGATIVE   1    /* no certificate, failures */
+#define NGX_MAIL_XMPP_CACHE_PENDING    2    /* being looked up */
+#define NGX_MAIL_XMPP_CACHE_LISTS      3
+
+
+#if (NGX_MAIL_SSL)
+
+typedef struct {
+    ngx_str_node_t          sn;
+    ngx_queue_t             queue;
+    ngx_uint_t              list;
+    time_t                  expire;
+    X509                   *cert;
+    STACK_OF(X509)         *chain;
+    EVP_PKEY               *key;            /* NULL: no certificate */
+    ngx_mail_xmpp_lookup_t *lookup;         /* while pending */
+} ngx_mail_xmpp_cached_t;
+
+#endif
+
 
 typedef struct {
     ngx_rbtree_t            rbtree;
     ngx_rbtree_node_t       sentinel;
-    ngx_queue_t             queue;          /* LRU, most recent first */
-    ngx_uint_t              count;
+    ngx_queue_t             queue[NGX_MAIL_XMPP_CACHE_LISTS];  /* LRU */
+    ngx_uint_t              count[NGX_MAIL_XMPP_CACHE_LISTS];
+    ngx_uint_t              lookups;        /* running */
 } ngx_mail_xmpp_cert_cache_t;
 
 
@@ -125,9 +157,13 @@ typedef struct {
     ngx_addr_t                  *lookup_peer;
     ngx_str_t                    lookup_host;
     ngx_str_t                    lookup_uri;
+    ngx_array_t                 *lookup_domains;  /* ngx_str_t */
     ngx_msec_t                   lookup_timeout;
+    ngx_uint_t                   lookup_concurrency;
     time_t                       cache_time;
+    time_t                       cache_error_time;
     ngx_uint_t                   cache_size;
+    ngx_uint_t                   cache_negative_size;
     ngx_mail_xmpp_cert_cache_t  *cache;
 
     ngx_str_t                    features;
@@ -140,10 +176,42 @@ typedef struct {
 } ngx_mail_xmpp_srv_conf_t;
 
 
+#if (NGX_MAIL_SSL)
+
+/* a certificate lookup (ngx_mail_xmpp_lookup.c, the HTTP client) */
+
+struct ngx_mail_xmpp_lookup_s {
+    ngx_pool_t                 *pool;
+    ngx_peer_connection_t       peer;
+    ngx_buf_t                  *request;
+    ngx_buf_t                  *response;
+    ngx_str_t                   domain;
+    ngx_mail_xmpp_srv_conf_t   *xcf;
+    ngx_mail_xmpp_cached_t     *cached;     /* NULL: dropped from the cache */
+    ngx_mail_session_t         *session;    /* NULL: a background lookup */
+    ngx_mail_xmpp_lookup_pt     handler;    /* every end of the lookup */
+
+    /* the response header parser */
+
+    ngx_uint_t                  state;
+    ngx_uint_t                  match;
+    ngx_uint_t                  header;
+    ngx_uint_t                  status;
+    size_t                      value;
+    size_t                      length;     /* Content-Length */
+    size_t                      body;       /* offset in the response */
+
+    unsigned                    has_length:1;
+    unsigned                    header_done:1;
+};
+
+#endif
+
+
 /*
  * server-to-server: the tokenizer of the relayed streams, the remote's and
  * the backend's, and what binds the remote's stream to the domain pair
- * auth_http approved (see ngx_mail_xmpp_proxy.c)
+ * auth_http approved (see ngx_mail_xmpp_relay.c)
  */
 
 typedef struct ngx_mail_xmpp_relay_s  ngx_mail_xmpp_relay_t;
@@ -152,6 +220,7 @@ typedef struct {
     ngx_uint_t              state;
     ngx_uint_t              depth;
     ngx_uint_t              child;          /* NGX_XMPP_UP_* of a child */
+    ngx_uint_t              unit;           /* NGX_XMPP_UP_*, when NGX_OK */
     size_t                  name_len;       /* of the local name */
     size_t                  count;          /* of a delimiter, "]]>" ... */
     u_char                 *lt;             /* the last "<" */
@@ -272,7 +341,7 @@ typedef struct {
 } ngx_mail_xmpp_ctx_t;
 
 
-/* upstream parser results */
+/* what ngx_mail_xmpp_scan() found when it returns NGX_OK (sc->unit) */
 
 #define NGX_XMPP_UP_HEADER           1
 #define NGX_XMPP_UP_FEATURES         2
@@ -311,8 +380,11 @@ ngx_int_t ngx_mail_xmpp_ssl_init(ngx_conf_t *cf,
     ngx_mail_xmpp_srv_conf_t *xcf);
 char *ngx_mail_xmpp_certificate_lookup(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_mail_xmpp_certificate_lookup_domains(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s,
     ngx_connection_t *c);
+ngx_int_t ngx_mail_xmpp_lookup_send(ngx_mail_xmpp_lookup_t *lu);
 #endif
 
 uintptr_t ngx_mail_xmpp_stream_header(u_char *dst, ngx_uint_t flags,
@@ -327,7 +399,7 @@ uintptr_t ngx_mail_xmpp_escape(u_char *dst, u_char *src, size_t size);
 ngx_str_t ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src);
 void ngx_mail_xmpp_skip_space(ngx_buf_t *b);
 size_t ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep);
-ngx_int_t ngx_mail_xmpp_domain(ngx_str_t *name);
+ngx_int_t ngx_mail_xmpp_domain(u_char *name, size_t len);
 ngx_int_t ngx_mail_xmpp_token(ngx_str_t *id);
 
 extern ngx_str_t  ngx_mail_xmpp_stream_errors[];

@@ -67,12 +67,12 @@ static void ngx_mail_xmpp_parse_keep(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx);
 static ngx_int_t ngx_mail_xmpp_char(ngx_mail_xmpp_ctx_t *ctx, u_char ch);
 static ngx_uint_t ngx_mail_xmpp_namespace(u_char *value, size_t len);
-static ngx_int_t ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx);
+static ngx_uint_t ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx);
 static ngx_int_t ngx_mail_xmpp_attr_value(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx);
 static ngx_int_t ngx_mail_xmpp_entity(ngx_mail_xmpp_ctx_t *ctx, u_char *buf,
     size_t *len);
-static ngx_int_t ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx);
+static ngx_uint_t ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx);
 static ngx_uint_t ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx);
 static void ngx_mail_xmpp_scan_child(ngx_mail_xmpp_scan_t *sc);
 static void ngx_mail_xmpp_scan_attr(ngx_mail_xmpp_relay_t *r);
@@ -82,11 +82,11 @@ static void ngx_mail_xmpp_scan_value(ngx_mail_xmpp_relay_t *r, u_char ch,
 
 static ngx_str_t  ngx_mail_xmpp_namespaces[] = {
     ngx_null_string,
-    ngx_string("http://etherx.jabber.org/streams"),
+    ngx_string(NGX_XMPP_STREAMS_NS),
     ngx_string("jabber:client"),
     ngx_string("jabber:server"),
-    ngx_string("urn:ietf:params:xml:ns:xmpp-tls"),
-    ngx_string("urn:ietf:params:xml:ns:xmpp-sasl"),
+    ngx_string(NGX_XMPP_TLS_NS),
+    ngx_string(NGX_XMPP_SASL_NS),
     ngx_string("jabber:server:dialback"),
 };
 
@@ -376,10 +376,9 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
             }
 
             if (ch == '\'' || ch == '"') {
-                rc = ngx_mail_xmpp_attr_name(ctx);
+                err = ngx_mail_xmpp_attr_name(ctx);
 
-                if (rc != NGX_OK) {
-                    err = (ngx_uint_t) rc;
+                if (err != NGX_XMPP_ERR_NONE) {
                     goto invalid;
                 }
 
@@ -400,8 +399,8 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
                     return NGX_ERROR;
                 }
 
-                if (rc != NGX_OK) {
-                    err = (ngx_uint_t) rc;
+                if (rc == NGX_DECLINED) {
+                    err = ctx->error;
                     goto invalid;
                 }
 
@@ -603,10 +602,9 @@ ngx_mail_xmpp_parse_command(ngx_mail_session_t *s)
 
     start_tag:
 
-        rc = ngx_mail_xmpp_start_tag(ctx);
+        err = ngx_mail_xmpp_start_tag(ctx);
 
-        if (rc != NGX_OK) {
-            err = (ngx_uint_t) rc;
+        if (err != NGX_XMPP_ERR_NONE) {
             goto invalid;
         }
 
@@ -838,7 +836,7 @@ ngx_mail_xmpp_namespace(u_char *value, size_t len)
 }
 
 
-static ngx_int_t
+static ngx_uint_t
 ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
 {
     u_char  *name;
@@ -850,12 +848,12 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
     ctx->parse.attr = NGX_XMPP_AT_NONE;
 
     if (len > NGX_MAIL_XMPP_NAME_LEN) {
-        return NGX_OK;
+        return NGX_XMPP_ERR_NONE;
     }
 
     if (len == 5 && ngx_strncmp(name, "xmlns", 5) == 0) {
         ctx->parse.attr = NGX_XMPP_AT_XMLNS;
-        return NGX_OK;
+        return NGX_XMPP_ERR_NONE;
     }
 
     if (len > 6 && ngx_strncmp(name, "xmlns:", 6) == 0) {
@@ -871,7 +869,7 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
             ctx->parse.attr = NGX_XMPP_AT_DECL;
         }
 
-        return NGX_OK;
+        return NGX_XMPP_ERR_NONE;
     }
 
     switch (ctx->parse.element) {
@@ -934,7 +932,7 @@ ngx_mail_xmpp_attr_name(ngx_mail_xmpp_ctx_t *ctx)
         break;
     }
 
-    return NGX_OK;
+    return NGX_XMPP_ERR_NONE;
 }
 
 
@@ -1032,7 +1030,8 @@ ngx_mail_xmpp_attr_value(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
     case NGX_XMPP_AT_VERSION:
 
         if (ctx->parse.value_len > NGX_MAIL_XMPP_VERSION_LEN) {
-            return NGX_XMPP_ERR_UNSUPPORTED_VERSION;
+            ctx->error = NGX_XMPP_ERR_UNSUPPORTED_VERSION;
+            return NGX_DECLINED;
         }
 
         ctx->parse.version.len = ctx->parse.value_len;
@@ -1164,7 +1163,7 @@ ngx_mail_xmpp_entity(ngx_mail_xmpp_ctx_t *ctx, u_char *buf, size_t *len)
 }
 
 
-static ngx_int_t
+static ngx_uint_t
 ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
 {
     u_char      *local;
@@ -1172,7 +1171,7 @@ ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
     ngx_uint_t   ns;
 
     if (ctx->parse.element != NGX_XMPP_EL_CHILD) {
-        return NGX_OK;
+        return NGX_XMPP_ERR_NONE;
     }
 
     if (ctx->parse.prefix_len) {
@@ -1201,14 +1200,14 @@ ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
             && len == 6 && ngx_strncmp(local, "result", 6) == 0)
         {
             ctx->parse.element = NGX_XMPP_EL_DB_RESULT;
-            return NGX_OK;
+            return NGX_XMPP_ERR_NONE;
         }
 
         if (ns == NGX_XMPP_NS_DIALBACK
             && len == 6 && ngx_strncmp(local, "verify", 6) == 0)
         {
             ctx->parse.element = NGX_XMPP_EL_DB_VERIFY;
-            return NGX_OK;
+            return NGX_XMPP_ERR_NONE;
         }
 
         if (ns != NGX_XMPP_NS_TLS) {
@@ -1220,24 +1219,24 @@ ngx_mail_xmpp_start_tag(ngx_mail_xmpp_ctx_t *ctx)
         && len == 8 && ngx_strncmp(local, "starttls", 8) == 0)
     {
         ctx->parse.element = NGX_XMPP_EL_STARTTLS;
-        return NGX_OK;
+        return NGX_XMPP_ERR_NONE;
     }
 
     if (ns == NGX_XMPP_NS_SASL) {
 
         if (len == 4 && ngx_strncmp(local, "auth", 4) == 0) {
             ctx->parse.element = NGX_XMPP_EL_AUTH;
-            return NGX_OK;
+            return NGX_XMPP_ERR_NONE;
         }
 
         if (len == 8 && ngx_strncmp(local, "response", 8) == 0) {
             ctx->parse.element = NGX_XMPP_EL_RESPONSE;
-            return NGX_OK;
+            return NGX_XMPP_ERR_NONE;
         }
 
         if (len == 5 && ngx_strncmp(local, "abort", 5) == 0) {
             ctx->parse.element = NGX_XMPP_EL_ABORT;
-            return NGX_OK;
+            return NGX_XMPP_ERR_NONE;
         }
     }
 
@@ -1312,7 +1311,19 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
 
     /* the stream "to" names a domain, before anything else is done */
 
-    if (!ctx->parse.has_to || ngx_mail_xmpp_domain(&ctx->host) != NGX_OK) {
+    if (!ctx->parse.has_to) {
+        return NGX_XMPP_ERR_HOST_UNKNOWN;
+    }
+
+    /* one form to compare, log and send: lowercase, no final dot */
+
+    if (ctx->host.len && ctx->host.data[ctx->host.len - 1] == '.') {
+        ctx->host.len--;
+    }
+
+    ngx_strlow(ctx->host.data, ctx->host.data, ctx->host.len);
+
+    if (ngx_mail_xmpp_domain(ctx->host.data, ctx->host.len) != NGX_OK) {
         return NGX_XMPP_ERR_HOST_UNKNOWN;
     }
 
@@ -1695,7 +1706,8 @@ ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos, u_char *last)
             if (--sc->depth == 0) {
                 *pos = p + 1;
                 sc->state = state;
-                return NGX_XMPP_UP_END;
+                sc->unit = NGX_XMPP_UP_END;
+                return NGX_OK;
             }
 
             if (sc->depth == 1) {
@@ -1786,7 +1798,8 @@ ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos, u_char *last)
             sc->depth = 1;
             *pos = p + 1;
             sc->state = state;
-            return NGX_XMPP_UP_HEADER;
+            sc->unit = NGX_XMPP_UP_HEADER;
+            return NGX_OK;
         }
 
         if (sc->depth++ == 1 && r && r->dialback) {
@@ -1805,7 +1818,8 @@ ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos, u_char *last)
 
         *pos = p + 1;
         sc->state = state;
-        return sc->child;
+        sc->unit = sc->child;
+        return NGX_OK;
     }
 
 again:
@@ -1818,13 +1832,15 @@ restricted:
 
     *pos = p;
     sc->state = state;
-    return NGX_XMPP_UP_RESTRICTED;
+    sc->unit = NGX_XMPP_UP_RESTRICTED;
+    return NGX_OK;
 
 pair:
 
     *pos = p;
     sc->state = state;
-    return NGX_XMPP_UP_PAIR;
+    sc->unit = NGX_XMPP_UP_PAIR;
+    return NGX_OK;
 
 invalid:
 

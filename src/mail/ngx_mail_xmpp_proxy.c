@@ -152,14 +152,22 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                      ctx->server
                      && ctx->login_state == ngx_xmpp_proxy_features);
 
-            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                           "mail proxy xmpp upstream element: %i", rc);
-
             if (rc == NGX_AGAIN) {
                 break;
             }
 
-            switch (rc) {
+            if (rc == NGX_ERROR) {
+                ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                              "upstream sent invalid XML");
+                ngx_mail_xmpp_proxy_error(s);
+                return;
+            }
+
+            ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                           "mail proxy xmpp upstream element: %ui",
+                           ctx->up.unit);
+
+            switch (ctx->up.unit) {
 
             case NGX_XMPP_UP_HEADER:
                 ctx->up.start = NULL;
@@ -222,14 +230,8 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 ngx_mail_xmpp_proxy_error(s);
                 return;
 
-            case NGX_XMPP_UP_OTHER:
+            default: /* NGX_XMPP_UP_OTHER */
                 goto unexpected;
-
-            default: /* NGX_ERROR */
-                ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                              "upstream sent invalid XML");
-                ngx_mail_xmpp_proxy_error(s);
-                return;
             }
         }
 

@@ -189,10 +189,11 @@ ngx_mail_xmpp_relay_check(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
 
         rc = ngx_mail_xmpp_scan(sc, &p, last);
 
-        switch (rc) {
-
-        case NGX_AGAIN:
+        if (rc == NGX_AGAIN) {
             return last;
+        }
+
+        switch (rc == NGX_OK ? sc->unit : NGX_XMPP_UP_HEADER) {
 
         case NGX_XMPP_UP_PAIR:
 
@@ -226,8 +227,7 @@ ngx_mail_xmpp_relay_check(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
             err = NGX_XMPP_ERR_RESTRICTED_XML;
             break;
 
-        case NGX_XMPP_UP_HEADER:
-        case NGX_ERROR:
+        case NGX_XMPP_UP_HEADER:    /* a second header, or NGX_ERROR */
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "remote server sent invalid XML, closing stream "
                           "with \"not-well-formed\" error");

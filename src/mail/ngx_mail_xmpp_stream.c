@@ -491,7 +491,7 @@ ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep)
 
 
 ngx_int_t
-ngx_mail_xmpp_domain(ngx_str_t *name)
+ngx_mail_xmpp_domain(u_char *name, size_t len)
 {
     u_char  *p, *last, *label;
 
@@ -499,30 +499,22 @@ ngx_mail_xmpp_domain(ngx_str_t *name)
      * A domainpart (RFC 7622) as a host name: labels of letters, digits
      * and "-" (IDNs as A-labels, IPv4 addresses in dotted form), 1 to 63
      * characters each, not starting or ending with "-", at most 253 in
-     * all.  A final dot is dropped and letters are made lowercase in
-     * place, so the name is compared, logged and sent in one form.
-     * Nothing in such a name needs escaping anywhere.
+     * all.  Nothing in such a name needs escaping anywhere: in XML, in a
+     * header of the auth request, in a query string or in the log.
      */
 
-    if (name->len && name->data[name->len - 1] == '.') {
-        name->len--;
-    }
-
-    if (name->len == 0 || name->len > 253) {
+    if (len == 0 || len > 253) {
         return NGX_DECLINED;
     }
 
-    label = name->data;
-    last = name->data + name->len;
+    label = name;
+    last = name + len;
 
-    for (p = name->data; p < last; p++) {
+    for (p = name; p < last; p++) {
 
-        if (*p >= 'A' && *p <= 'Z') {
-            *p |= 0x20;
-            continue;
-        }
-
-        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) {
+        if (((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')
+            || (*p >= '0' && *p <= '9'))
+        {
             continue;
         }
 

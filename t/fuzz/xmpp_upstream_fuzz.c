@@ -145,6 +145,11 @@ xt_parse(const u_char *data, size_t size, ngx_uint_t split, ngx_uint_t check,
         for ( ;; ) {
             rc = ngx_mail_xmpp_parse_upstream(ctx, b, 0);
 
+            if (rc == NGX_OK) {
+                /* a unit: what it is, as the callers switch on it */
+                rc = ctx->up.unit;
+            }
+
             XT_CHECK(b->start <= b->pos && b->pos <= b->last
                      && b->last <= b->end);
 

@@ -20,34 +20,9 @@
  * TLS.  Several certificates of one name (RSA and ECDSA) are loaded into
  * one SSL_CTX of their own; a certificate callback on the server's
  * SSL_CTX installs them on the connection.  Without a match the server's
- * ssl_certificate is used.
+ * ssl_certificate is used.  Only host names select a certificate, so
+ * every name this file logs is a host name.
  */
-
-
-typedef struct {
-    ngx_str_node_t              sn;
-    ngx_queue_t                 queue;
-    time_t                      expire;
-    X509                       *cert;
-    STACK_OF(X509)             *chain;
-    EVP_PKEY                   *key;        /* NULL: no certificate */
-    unsigned                    pending:1;
-} ngx_mail_xmpp_cached_t;
-
-
-struct ngx_mail_xmpp_lookup_s {
-    ngx_pool_t                 *pool;
-    ngx_log_t                  *log;
-    ngx_peer_connection_t       peer;
-    ngx_buf_t                  *request;
-    ngx_buf_t                  *response;
-    ngx_str_t                   domain;
-    ngx_mail_xmpp_srv_conf_t   *xcf;
-    ngx_mail_session_t         *session;    /* NULL: a background lookup */
-};
-
-
-#define NGX_MAIL_XMPP_LOOKUP_MAX  65536
 
 
 static int ngx_mail_xmpp_cert_cb(ngx_ssl_conn_t *ssl_conn, void *arg);
@@ -56,23 +31,25 @@ static int ngx_mail_xmpp_cert_cached(ngx_ssl_conn_t *ssl_conn,
     size_t len);
 static ngx_mail_xmpp_cert_t *ngx_mail_xmpp_find_cert(
     ngx_mail_xmpp_srv_conf_t *xcf, u_char *name, size_t len);
-static ngx_int_t ngx_mail_xmpp_lookup_domain(u_char *name, size_t len);
+static ngx_int_t ngx_mail_xmpp_lookup_allowed(ngx_mail_xmpp_srv_conf_t *xcf,
+    u_char *name, size_t len);
 static ngx_mail_xmpp_cached_t *ngx_mail_xmpp_cache_get(
     ngx_mail_xmpp_srv_conf_t *xcf, u_char *name, size_t len);
 static ngx_mail_xmpp_cached_t *ngx_mail_xmpp_cache_add(
-    ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name, ngx_log_t *log);
-static void ngx_mail_xmpp_cache_free(ngx_mail_xmpp_cached_t *cached);
+    ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name);
+static void ngx_mail_xmpp_cache_store(ngx_mail_xmpp_srv_conf_t *xcf,
+    ngx_mail_xmpp_cached_t *cached, ngx_uint_t list, time_t valid);
+static void ngx_mail_xmpp_cache_delete(ngx_mail_xmpp_cert_cache_t *cache,
+    ngx_mail_xmpp_cached_t *cached);
 static void ngx_mail_xmpp_cache_cleanup(void *data);
 static ngx_mail_xmpp_lookup_t *ngx_mail_xmpp_lookup_create(
     ngx_mail_xmpp_srv_conf_t *xcf, u_char *name, size_t len, ngx_log_t *log);
-static void ngx_mail_xmpp_lookup_write_handler(ngx_event_t *wev);
-static void ngx_mail_xmpp_lookup_read_handler(ngx_event_t *rev);
-static void ngx_mail_xmpp_lookup_error(ngx_mail_xmpp_lookup_t *lu,
-    ngx_err_t err, char *what);
 static void ngx_mail_xmpp_lookup_done(ngx_mail_xmpp_lookup_t *lu,
     ngx_int_t rc);
-static ngx_int_t ngx_mail_xmpp_lookup_parse(ngx_mail_xmpp_lookup_t *lu,
+static ngx_int_t ngx_mail_xmpp_lookup_pem(ngx_mail_xmpp_lookup_t *lu,
     ngx_mail_xmpp_cached_t *cached);
+static int ngx_mail_xmpp_lookup_password(char *buf, int size, int rwflag,
+    void *userdata);
 static void ngx_mail_xmpp_lookup_cleanup(void *data);
 static void ngx_mail_xmpp_lookup_block_read(ngx_event_t *rev);
 
@@ -179,15 +156,28 @@ invalid:
 }
 
 
+
 ngx_int_t
 ngx_mail_xmpp_ssl_init(ngx_conf_t *cf, ngx_mail_xmpp_srv_conf_t *xcf)
 {
-    ngx_uint_t             i;
-    ngx_pool_cleanup_t    *cln;
-    ngx_mail_ssl_conf_t   *sslcf;
-    ngx_mail_xmpp_cert_t  *cert;
+    ngx_uint_t                 i;
+    ngx_pool_cleanup_t        *cln;
+    ngx_mail_ssl_conf_t       *sslcf;
+    ngx_mail_xmpp_cert_t      *cert;
+    ngx_mail_core_srv_conf_t  *cscf;
 
     if (xcf->certificates == NULL && xcf->lookup_peer == NULL) {
+        return NGX_OK;
+    }
+
+    cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
+
+    if (cscf->protocol == NULL
+        || (cscf->protocol->type != NGX_MAIL_XMPP_PROTOCOL
+            && cscf->protocol->type != NGX_MAIL_XMPP_SERVER_PROTOCOL))
+    {
+        /* IMAP, POP3, SMTP in the same mail{}: ssl_certificate only */
+
         return NGX_OK;
     }
 
@@ -208,7 +198,10 @@ ngx_mail_xmpp_ssl_init(ngx_conf_t *cf, ngx_mail_xmpp_srv_conf_t *xcf)
 
         ngx_rbtree_init(&xcf->cache->rbtree, &xcf->cache->sentinel,
                         ngx_str_rbtree_insert_value);
-        ngx_queue_init(&xcf->cache->queue);
+
+        for (i = 0; i < NGX_MAIL_XMPP_CACHE_LISTS; i++) {
+            ngx_queue_init(&xcf->cache->queue[i]);
+        }
 
         /* the entries live in each worker until it exits */
 
@@ -311,6 +304,15 @@ ngx_mail_xmpp_cert_cb(ngx_ssl_conn_t *ssl_conn, void *arg)
         return 1;
     }
 
+    if (ngx_mail_xmpp_domain(name, len) != NGX_OK) {
+
+        /* client-controlled bytes: not logged */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "xmpp certificate: not a host name, default");
+        return 1;
+    }
+
     cert = ngx_mail_xmpp_find_cert(xcf, name, len);
 
     if (cert == NULL) {
@@ -404,8 +406,7 @@ ngx_mail_xmpp_cert_cached(ngx_ssl_conn_t *ssl_conn, ngx_connection_t *c,
 {
     ngx_mail_xmpp_cached_t  *cached;
 
-    if (xcf->cache == NULL || ngx_mail_xmpp_lookup_domain(name, len) != NGX_OK)
-    {
+    if (xcf->cache == NULL) {
         ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
                        "xmpp certificate for \"%*s\": default", len, name);
         return 1;
@@ -421,7 +422,7 @@ ngx_mail_xmpp_cert_cached(ngx_ssl_conn_t *ssl_conn, ngx_connection_t *c,
          * next one the looked up one
          */
 
-        (void) ngx_mail_xmpp_lookup_create(xcf, name, len, ngx_cycle->log);
+        (void) ngx_mail_xmpp_lookup_create(xcf, name, len, c->log);
 
         return 1;
     }
@@ -506,6 +507,53 @@ ngx_mail_xmpp_certificate_lookup(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+char *
+ngx_mail_xmpp_certificate_lookup_domains(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_mail_xmpp_srv_conf_t  *xcf = conf;
+
+    ngx_str_t   *value, *name;
+    ngx_uint_t   i, dot;
+
+    if (xcf->lookup_domains == NGX_CONF_UNSET_PTR) {
+        xcf->lookup_domains = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+        if (xcf->lookup_domains == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        /* "example.com" itself, ".example.com" also every name below it */
+
+        dot = (value[i].len && value[i].data[0] == '.');
+
+        if (ngx_mail_xmpp_domain(value[i].data + dot, value[i].len - dot)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid domain \"%V\" in \"%V\" directive",
+                               &value[i], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        name = ngx_array_push(xcf->lookup_domains);
+        if (name == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_strlow(value[i].data, value[i].data, value[i].len);
+
+        *name = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /*
  * STARTTLS with a domain that has no static certificate and no cached
  * answer: ask the lookup service before <proceed/>.  Returns NGX_AGAIN
@@ -525,23 +573,23 @@ ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
     if (xcf->cache == NULL
-        || ngx_mail_xmpp_lookup_domain(ctx->host.data, ctx->host.len)
-           != NGX_OK
+        || ngx_mail_xmpp_domain(ctx->host.data, ctx->host.len) != NGX_OK
         || ngx_mail_xmpp_find_cert(xcf, ctx->host.data, ctx->host.len)
         || ngx_mail_xmpp_cache_get(xcf, ctx->host.data, ctx->host.len))
     {
         return NGX_DECLINED;
     }
 
-    lu = ngx_mail_xmpp_lookup_create(xcf, ctx->host.data, ctx->host.len,
-                                     c->log);
-    if (lu == NULL) {
-        return NGX_DECLINED;
-    }
+    /* without a handler until the lookup runs */
 
     cln = ngx_pool_cleanup_add(c->pool, 0);
     if (cln == NULL) {
-        ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
+        return NGX_DECLINED;
+    }
+
+    lu = ngx_mail_xmpp_lookup_create(xcf, ctx->host.data, ctx->host.len,
+                                     c->log);
+    if (lu == NULL) {
         return NGX_DECLINED;
     }
 
@@ -559,37 +607,71 @@ ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s, ngx_connection_t *c)
 
 
 static ngx_int_t
-ngx_mail_xmpp_lookup_domain(u_char *name, size_t len)
+ngx_mail_xmpp_lookup_allowed(ngx_mail_xmpp_srv_conf_t *xcf, u_char *name,
+    size_t len)
 {
-    size_t  i;
+    ngx_str_t   *d;
+    ngx_uint_t   i;
 
-    /* only host names (A-labels) are looked up, nothing to escape */
-
-    if (len == 0 || len > 253) {
-        return NGX_DECLINED;
+    if (xcf->lookup_domains == NULL) {
+        return NGX_OK;
     }
 
-    for (i = 0; i < len; i++) {
-        if (!((name[i] | 0x20) >= 'a' && (name[i] | 0x20) <= 'z')
-            && !(name[i] >= '0' && name[i] <= '9')
-            && name[i] != '-' && name[i] != '.')
+    d = xcf->lookup_domains->elts;
+
+    for (i = 0; i < xcf->lookup_domains->nelts; i++) {
+
+        if (d[i].data[0] != '.') {
+            if (len == d[i].len
+                && ngx_strncasecmp(name, d[i].data, len) == 0)
+            {
+                return NGX_OK;
+            }
+
+            continue;
+        }
+
+        /* ".example.com": example.com and the names below it */
+
+        if (len == d[i].len - 1
+            && ngx_strncasecmp(name, d[i].data + 1, len) == 0)
         {
-            return NGX_DECLINED;
+            return NGX_OK;
+        }
+
+        if (len > d[i].len
+            && ngx_strncasecmp(name + len - d[i].len, d[i].data, d[i].len)
+               == 0)
+        {
+            return NGX_OK;
         }
     }
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
+
+/*
+ * The cache of each server block in each worker: a red-black tree of
+ * domains, each entry in one of three lists (most recently used first):
+ * certificates (at most xmpp_certificate_cache_size), no certificate or a
+ * failed lookup (xmpp_certificate_cache_negative_size), lookups running
+ * (at most xmpp_certificate_lookup_concurrency, never evicted: each ends
+ * by its own timers and moves its entry to one of the other lists).
+ */
 
 static ngx_mail_xmpp_cached_t *
 ngx_mail_xmpp_cache_get(ngx_mail_xmpp_srv_conf_t *xcf, u_char *name,
     size_t len)
 {
-    u_char                  buf[256];
-    uint32_t                hash;
-    ngx_str_t               key;
+    u_char                   buf[256];
+    uint32_t                 hash;
+    ngx_str_t                key;
     ngx_mail_xmpp_cached_t  *cached;
+
+    if (len > sizeof(buf)) {
+        return NULL;
+    }
 
     ngx_strlow(buf, name, len);
 
@@ -606,63 +688,98 @@ ngx_mail_xmpp_cache_get(ngx_mail_xmpp_srv_conf_t *xcf, u_char *name,
     }
 
     if (cached->expire < ngx_time()) {
-        ngx_rbtree_delete(&xcf->cache->rbtree, &cached->sn.node);
-        ngx_queue_remove(&cached->queue);
-        xcf->cache->count--;
-        ngx_mail_xmpp_cache_free(cached);
+
+        /* a placeholder expires too: its lookup then stores nothing */
+
+        ngx_mail_xmpp_cache_delete(xcf->cache, cached);
         return NULL;
     }
 
     ngx_queue_remove(&cached->queue);
-    ngx_queue_insert_head(&xcf->cache->queue, &cached->queue);
+    ngx_queue_insert_head(&xcf->cache->queue[cached->list], &cached->queue);
 
     return cached;
 }
 
 
 static ngx_mail_xmpp_cached_t *
-ngx_mail_xmpp_cache_add(ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name,
-    ngx_log_t *log)
+ngx_mail_xmpp_cache_add(ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name)
 {
-    ngx_queue_t             *q;
-    ngx_mail_xmpp_cached_t  *cached;
+    ngx_mail_xmpp_cached_t      *cached;
+    ngx_mail_xmpp_cert_cache_t  *cache;
 
-    while (xcf->cache->count >= xcf->cache_size) {
-        q = ngx_queue_last(&xcf->cache->queue);
-        cached = ngx_queue_data(q, ngx_mail_xmpp_cached_t, queue);
+    /* a placeholder: one lookup at a time for a domain */
 
-        if (cached->pending) {
-            /* the oldest is still being looked up: do not cache */
-            return NULL;
-        }
+    cache = xcf->cache;
 
-        ngx_rbtree_delete(&xcf->cache->rbtree, &cached->sn.node);
-        ngx_queue_remove(q);
-        xcf->cache->count--;
-        ngx_mail_xmpp_cache_free(cached);
-    }
-
-    cached = ngx_calloc(sizeof(ngx_mail_xmpp_cached_t) + name->len, log);
+    cached = ngx_calloc(sizeof(ngx_mail_xmpp_cached_t) + name->len,
+                        ngx_cycle->log);
     if (cached == NULL) {
         return NULL;
     }
 
     cached->sn.str.len = name->len;
     cached->sn.str.data = (u_char *) (cached + 1);
-    ngx_strlow(cached->sn.str.data, name->data, name->len);
+    ngx_memcpy(cached->sn.str.data, name->data, name->len);
     cached->sn.node.key = ngx_crc32_long(cached->sn.str.data, name->len);
 
-    ngx_rbtree_insert(&xcf->cache->rbtree, &cached->sn.node);
-    ngx_queue_insert_head(&xcf->cache->queue, &cached->queue);
-    xcf->cache->count++;
+    cached->list = NGX_MAIL_XMPP_CACHE_PENDING;
+    cached->expire = ngx_time() + (time_t) (xcf->lookup_timeout / 1000) + 1;
+
+    ngx_rbtree_insert(&cache->rbtree, &cached->sn.node);
+    ngx_queue_insert_head(&cache->queue[cached->list], &cached->queue);
+    cache->count[cached->list]++;
 
     return cached;
 }
 
 
 static void
-ngx_mail_xmpp_cache_free(ngx_mail_xmpp_cached_t *cached)
+ngx_mail_xmpp_cache_store(ngx_mail_xmpp_srv_conf_t *xcf,
+    ngx_mail_xmpp_cached_t *cached, ngx_uint_t list, time_t valid)
 {
+    ngx_uint_t                   max;
+    ngx_queue_t                 *q;
+    ngx_mail_xmpp_cached_t      *old;
+    ngx_mail_xmpp_cert_cache_t  *cache;
+
+    /* the answer of a lookup: the entry moves to its list */
+
+    cache = xcf->cache;
+
+    max = (list == NGX_MAIL_XMPP_CACHE_CERT) ? xcf->cache_size
+                                             : xcf->cache_negative_size;
+
+    ngx_queue_remove(&cached->queue);
+    cache->count[cached->list]--;
+
+    while (cache->count[list] >= max) {
+        q = ngx_queue_last(&cache->queue[list]);
+        old = ngx_queue_data(q, ngx_mail_xmpp_cached_t, queue);
+
+        ngx_mail_xmpp_cache_delete(cache, old);
+    }
+
+    cached->list = list;
+    cached->expire = ngx_time() + valid;
+
+    ngx_queue_insert_head(&cache->queue[list], &cached->queue);
+    cache->count[list]++;
+}
+
+
+static void
+ngx_mail_xmpp_cache_delete(ngx_mail_xmpp_cert_cache_t *cache,
+    ngx_mail_xmpp_cached_t *cached)
+{
+    ngx_rbtree_delete(&cache->rbtree, &cached->sn.node);
+    ngx_queue_remove(&cached->queue);
+    cache->count[cached->list]--;
+
+    if (cached->lookup) {
+        cached->lookup->cached = NULL;
+    }
+
     if (cached->cert) {
         X509_free(cached->cert);
     }
@@ -684,19 +801,19 @@ ngx_mail_xmpp_cache_cleanup(void *data)
 {
     ngx_mail_xmpp_cert_cache_t  *cache = data;
 
+    ngx_uint_t               i;
     ngx_queue_t             *q;
     ngx_mail_xmpp_cached_t  *cached;
 
-    while (!ngx_queue_empty(&cache->queue)) {
-        q = ngx_queue_head(&cache->queue);
-        cached = ngx_queue_data(q, ngx_mail_xmpp_cached_t, queue);
+    for (i = 0; i < NGX_MAIL_XMPP_CACHE_LISTS; i++) {
 
-        ngx_rbtree_delete(&cache->rbtree, &cached->sn.node);
-        ngx_queue_remove(q);
-        ngx_mail_xmpp_cache_free(cached);
+        while (!ngx_queue_empty(&cache->queue[i])) {
+            q = ngx_queue_head(&cache->queue[i]);
+            cached = ngx_queue_data(q, ngx_mail_xmpp_cached_t, queue);
+
+            ngx_mail_xmpp_cache_delete(cache, cached);
+        }
     }
-
-    cache->count = 0;
 }
 
 
@@ -704,27 +821,29 @@ static ngx_mail_xmpp_lookup_t *
 ngx_mail_xmpp_lookup_create(ngx_mail_xmpp_srv_conf_t *xcf, u_char *name,
     size_t len, ngx_log_t *log)
 {
-    ngx_int_t                rc;
-    ngx_buf_t               *b;
-    ngx_str_t                domain;
     ngx_pool_t              *pool;
     ngx_mail_xmpp_lookup_t  *lu;
-    ngx_mail_xmpp_cached_t  *cached;
 
-    domain.len = len;
-    domain.data = name;
-
-    /* a placeholder: one lookup at a time for a domain */
-
-    cached = ngx_mail_xmpp_cache_add(xcf, &domain, log);
-    if (cached == NULL) {
+    if (ngx_mail_xmpp_lookup_allowed(xcf, name, len) != NGX_OK) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                       "xmpp certificate for \"%*s\": default, "
+                       "not in xmpp_certificate_lookup_domains", len, name);
         return NULL;
     }
 
-    cached->pending = 1;
-    cached->expire = ngx_time() + (time_t) (xcf->lookup_timeout / 1000) + 60;
+    if (xcf->cache->lookups >= xcf->lookup_concurrency) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "xmpp certificate lookup for \"%*s\" not started: "
+                      "%ui lookups running", len, name, xcf->cache->lookups);
+        return NULL;
+    }
 
-    pool = ngx_create_pool(1024, log);
+    /*
+     * the lookup may outlive the session that started it: its pool and
+     * its log lines are the cycle's
+     */
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
     if (pool == NULL) {
         return NULL;
     }
@@ -736,250 +855,101 @@ ngx_mail_xmpp_lookup_create(ngx_mail_xmpp_srv_conf_t *xcf, u_char *name,
     }
 
     lu->pool = pool;
-    lu->log = log;
     lu->xcf = xcf;
-    lu->domain.len = cached->sn.str.len;
-    lu->domain.data = ngx_pstrdup(pool, &cached->sn.str);
 
-    b = ngx_create_temp_buf(pool,
-                            sizeof("GET ?domain= HTTP/1.0" CRLF) - 1
-                            + xcf->lookup_uri.len + len
-                            + sizeof("Host: " CRLF) - 1 + xcf->lookup_host.len
-                            + sizeof("XMPP-Domain: " CRLF) - 1 + len
-                            + sizeof(CRLF) - 1);
-    if (lu->domain.data == NULL || b == NULL) {
+    lu->domain.len = len;
+    lu->domain.data = ngx_pnalloc(pool, len);
+
+    if (lu->domain.data == NULL) {
         ngx_destroy_pool(pool);
         return NULL;
     }
 
-    b->last = ngx_sprintf(b->last, "GET %V%c" "domain=%V HTTP/1.0" CRLF
-                          "Host: %V" CRLF "XMPP-Domain: %V" CRLF CRLF,
-                          &xcf->lookup_uri,
-                          ngx_strlchr(xcf->lookup_uri.data,
-                                      xcf->lookup_uri.data
-                                      + xcf->lookup_uri.len, '?')
-                          ? '&' : '?',
-                          &lu->domain, &xcf->lookup_host, &lu->domain);
-    lu->request = b;
+    ngx_strlow(lu->domain.data, name, len);
 
-    lu->peer.sockaddr = xcf->lookup_peer->sockaddr;
-    lu->peer.socklen = xcf->lookup_peer->socklen;
-    lu->peer.name = &xcf->lookup_peer->name;
-    lu->peer.get = ngx_event_get_peer;
-    lu->peer.log = log;
-    lu->peer.log_error = NGX_ERROR_ERR;
-
-    rc = ngx_event_connect_peer(&lu->peer);
-
-    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "xmpp certificate lookup for \"%V\" failed: "
-                      "cannot connect to %V", &lu->domain, lu->peer.name);
-
-        if (lu->peer.connection) {
-            ngx_close_connection(lu->peer.connection);
-        }
-
+    lu->cached = ngx_mail_xmpp_cache_add(xcf, &lu->domain);
+    if (lu->cached == NULL) {
         ngx_destroy_pool(pool);
         return NULL;
     }
 
-    lu->peer.connection->data = lu;
-    lu->peer.connection->pool = pool;
+    lu->cached->lookup = lu;
+    xcf->cache->lookups++;
 
-    lu->peer.connection->read->handler = ngx_mail_xmpp_lookup_read_handler;
-    lu->peer.connection->write->handler = ngx_mail_xmpp_lookup_write_handler;
+    /* from here on every end goes through ngx_mail_xmpp_lookup_done() */
 
-    ngx_add_timer(lu->peer.connection->read, xcf->lookup_timeout);
-    ngx_add_timer(lu->peer.connection->write, xcf->lookup_timeout);
+    lu->handler = ngx_mail_xmpp_lookup_done;
 
-    /* never completes synchronously: the caller may be a TLS handshake */
-
-    if (rc == NGX_OK) {
-        ngx_post_event(lu->peer.connection->write, &ngx_posted_events);
+    if (ngx_mail_xmpp_lookup_send(lu) != NGX_OK) {
+        return NULL;
     }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, log, 0,
-                   "xmpp certificate lookup for \"%V\"", &lu->domain);
 
     return lu;
 }
 
 
-static void
-ngx_mail_xmpp_lookup_write_handler(ngx_event_t *wev)
-{
-    ssize_t                  n, size;
-    ngx_connection_t        *c;
-    ngx_mail_xmpp_lookup_t  *lu;
-
-    c = wev->data;
-    lu = c->data;
-
-    if (wev->timedout) {
-        ngx_mail_xmpp_lookup_error(lu, NGX_ETIMEDOUT, "timed out");
-        return;
-    }
-
-    size = lu->request->last - lu->request->pos;
-
-    if (size == 0) {
-        return;
-    }
-
-    n = ngx_send(c, lu->request->pos, size);
-
-    if (n == NGX_ERROR) {
-        ngx_mail_xmpp_lookup_error(lu, 0, "failed");
-        return;
-    }
-
-    if (n > 0) {
-        lu->request->pos += n;
-
-        if (n == size) {
-            wev->handler = ngx_mail_xmpp_lookup_write_handler;
-
-            if (wev->timer_set) {
-                ngx_del_timer(wev);
-            }
-
-            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
-                ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
-            }
-
-            return;
-        }
-    }
-
-    if (!wev->timer_set) {
-        ngx_add_timer(wev, lu->xcf->lookup_timeout);
-    }
-}
 
 
-static void
-ngx_mail_xmpp_lookup_read_handler(ngx_event_t *rev)
-{
-    ssize_t                  n;
-    ngx_buf_t               *b;
-    ngx_connection_t        *c;
-    ngx_mail_xmpp_lookup_t  *lu;
-
-    c = rev->data;
-    lu = c->data;
-
-    if (rev->timedout) {
-        ngx_mail_xmpp_lookup_error(lu, NGX_ETIMEDOUT, "timed out");
-        return;
-    }
-
-    if (lu->response == NULL) {
-        lu->response = ngx_create_temp_buf(lu->pool, 4096);
-        if (lu->response == NULL) {
-            ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
-            return;
-        }
-    }
-
-    for ( ;; ) {
-        b = lu->response;
-
-        if (b->last == b->end) {
-
-            /* grow the buffer up to NGX_MAIL_XMPP_LOOKUP_MAX */
-
-            if ((size_t) (b->end - b->start) >= NGX_MAIL_XMPP_LOOKUP_MAX) {
-                ngx_log_error(NGX_LOG_ERR, lu->log, 0,
-                              "xmpp certificate lookup for \"%V\": "
-                              "response too large", &lu->domain);
-                ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
-                return;
-            }
-
-            b = ngx_create_temp_buf(lu->pool, 2 * (b->end - b->start));
-            if (b == NULL) {
-                ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
-                return;
-            }
-
-            b->last = ngx_cpymem(b->last, lu->response->pos,
-                                 lu->response->last - lu->response->pos);
-            lu->response = b;
-        }
-
-        n = ngx_recv(c, b->last, b->end - b->last);
-
-        if (n > 0) {
-            b->last += n;
-            continue;
-        }
-
-        if (n == NGX_AGAIN) {
-            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-                ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
-            }
-
-            return;
-        }
-
-        break;
-    }
-
-    /* n == 0 or NGX_ERROR: HTTP/1.0, the response ends with the connection */
-
-    if (n == NGX_ERROR) {
-        ngx_mail_xmpp_lookup_error(lu, 0, "failed");
-        return;
-    }
-
-    ngx_mail_xmpp_lookup_done(lu, NGX_OK);
-}
+/*
+ * The answer: the status line and the header are parsed as they arrive;
+ * a 200 answer is complete with Content-Length bytes of body, or at the
+ * close without Content-Length; any other status ends the lookup at the
+ * end of the header.
+ */
 
 
-static void
-ngx_mail_xmpp_lookup_error(ngx_mail_xmpp_lookup_t *lu, ngx_err_t err,
-    char *what)
-{
-    ngx_log_error(NGX_LOG_ERR, lu->log, err,
-                  "xmpp certificate lookup for \"%V\" %s", &lu->domain, what);
 
-    ngx_mail_xmpp_lookup_done(lu, NGX_ERROR);
-}
+/*
+ * The status line and the header, a byte at a time from b->pos (the state
+ * is kept across reads).  NGX_AGAIN: more is needed; NGX_OK: the header
+ * is complete, b->pos is the body; NGX_ERROR: not an HTTP/1.x response,
+ * or a Transfer-Encoding, which an HTTP/1.0 request must not get.
+ */
+
+
+
+
+
 
 
 static void
 ngx_mail_xmpp_lookup_done(ngx_mail_xmpp_lookup_t *lu, ngx_int_t rc)
 {
-    ngx_str_t                  domain;
-    ngx_connection_t          *c;
     ngx_mail_session_t        *s;
     ngx_mail_xmpp_ctx_t       *ctx;
     ngx_mail_xmpp_cached_t    *cached;
-    ngx_mail_core_srv_conf_t  *cscf;
+    ngx_mail_xmpp_srv_conf_t  *xcf;
 
     if (lu->peer.connection) {
         ngx_close_connection(lu->peer.connection);
         lu->peer.connection = NULL;
     }
 
-    domain = lu->domain;
+    xcf = lu->xcf;
+    xcf->cache->lookups--;
 
-    cached = ngx_mail_xmpp_cache_get(lu->xcf, domain.data, domain.len);
+    cached = lu->cached;
 
-    if (cached && cached->pending) {
-        cached->pending = 0;
+    if (cached) {
+        cached->lookup = NULL;
 
         if (rc == NGX_OK) {
-            rc = ngx_mail_xmpp_lookup_parse(lu, cached);
+            rc = ngx_mail_xmpp_lookup_pem(lu, cached);
         }
 
-        if (rc == NGX_OK || rc == NGX_DECLINED) {
-            cached->expire = ngx_time() + lu->xcf->cache_time;
+        if (rc == NGX_OK) {
+            ngx_mail_xmpp_cache_store(xcf, cached, NGX_MAIL_XMPP_CACHE_CERT,
+                                      xcf->cache_time);
 
         } else {
-            /* nothing learned: ask again next time */
-            cached->expire = 0;
+
+            /* a failure is not asked again for a short time */
+
+            ngx_mail_xmpp_cache_store(xcf, cached,
+                                      NGX_MAIL_XMPP_CACHE_NEGATIVE,
+                                      (rc == NGX_DECLINED)
+                                      ? xcf->cache_time
+                                      : xcf->cache_error_time);
         }
     }
 
@@ -993,104 +963,47 @@ ngx_mail_xmpp_lookup_done(ngx_mail_xmpp_lookup_t *lu, ngx_int_t rc)
 
     /* the session waited: TLS may start now, with whatever we have */
 
-    c = s->connection;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
     ctx->lookup = NULL;
 
-    c->log->action = "in auth state";
-    c->read->handler = ngx_mail_starttls_handler;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
-    ngx_add_timer(c->read, cscf->timeout);
-
-    ngx_str_set(&s->out, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-
-    ngx_mail_send(c->write);
-
-    if (c->destroyed) {
-        return;
-    }
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_mail_close_connection(c);
-    }
+    ngx_mail_xmpp_resume(s, ngx_xmpp_starttls);
 }
 
 
 /*
- * The answer: 200 with the PEM certificate chain and the private key in
- * the body, 404 when the domain has no certificate of its own.
+ * The body of a 200 answer: the PEM certificate, its chain and the
+ * private key.  An encrypted key is refused (no pass phrase prompt).
  */
 
 static ngx_int_t
-ngx_mail_xmpp_lookup_parse(ngx_mail_xmpp_lookup_t *lu,
+ngx_mail_xmpp_lookup_pem(ngx_mail_xmpp_lookup_t *lu,
     ngx_mail_xmpp_cached_t *cached)
 {
-    u_char          *p, *last, *body;
+    u_char          *body;
+    size_t           len;
     BIO             *bio;
-    X509            *x509;
+    X509            *x509, *ca;
     EVP_PKEY        *pkey;
-    ngx_int_t        status;
     STACK_OF(X509)  *chain;
 
-    p = lu->response->pos;
-    last = lu->response->last;
+    body = lu->response->start + lu->body;
+    len = lu->response->last - body;
 
-    if (last - p < 12
-        || ngx_strncmp(p, "HTTP/1.", 7) != 0
-        || p[8] != ' '
-        || (status = ngx_atoi(p + 9, 3)) == NGX_ERROR)
-    {
-        ngx_log_error(NGX_LOG_ERR, lu->log, 0,
-                      "xmpp certificate lookup for \"%V\": "
-                      "invalid response", &lu->domain);
-        return NGX_ERROR;
-    }
-
-    if (status == 404) {
-        ngx_log_error(NGX_LOG_INFO, lu->log, 0,
-                      "xmpp certificate lookup for \"%V\": no certificate",
-                      &lu->domain);
-        return NGX_DECLINED;
-    }
-
-    if (status != 200) {
-        ngx_log_error(NGX_LOG_ERR, lu->log, 0,
-                      "xmpp certificate lookup for \"%V\": status %i",
-                      &lu->domain, status);
-        return NGX_ERROR;
-    }
-
-    body = NULL;
-
-    for ( /* void */ ; p + 3 < last; p++) {
-        if (p[0] == CR && p[1] == LF && p[2] == CR && p[3] == LF) {
-            body = p + 4;
-            break;
-        }
-    }
-
-    if (body == NULL) {
-        ngx_log_error(NGX_LOG_ERR, lu->log, 0,
-                      "xmpp certificate lookup for \"%V\": "
-                      "no end of headers", &lu->domain);
-        return NGX_ERROR;
+    if (lu->has_length) {
+        len = lu->length;
     }
 
     x509 = NULL;
     pkey = NULL;
     chain = NULL;
 
-    bio = BIO_new_mem_buf(body, last - body);
+    bio = BIO_new_mem_buf(body, len);
     if (bio == NULL) {
         goto failed;
     }
 
-    x509 = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
+    x509 = PEM_read_bio_X509_AUX(bio, NULL, ngx_mail_xmpp_lookup_password,
+                                 NULL);
     if (x509 == NULL) {
         goto failed;
     }
@@ -1101,9 +1014,7 @@ ngx_mail_xmpp_lookup_parse(ngx_mail_xmpp_lookup_t *lu,
     }
 
     for ( ;; ) {
-        X509  *ca;
-
-        ca = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        ca = PEM_read_bio_X509(bio, NULL, ngx_mail_xmpp_lookup_password, NULL);
         if (ca == NULL) {
             break;
         }
@@ -1117,12 +1028,13 @@ ngx_mail_xmpp_lookup_parse(ngx_mail_xmpp_lookup_t *lu,
     ERR_clear_error();
     BIO_free(bio);
 
-    bio = BIO_new_mem_buf(body, last - body);
+    bio = BIO_new_mem_buf(body, len);
     if (bio == NULL) {
         goto failed;
     }
 
-    pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    pkey = PEM_read_bio_PrivateKey(bio, NULL, ngx_mail_xmpp_lookup_password,
+                                   NULL);
     if (pkey == NULL) {
         goto failed;
     }
@@ -1137,7 +1049,7 @@ ngx_mail_xmpp_lookup_parse(ngx_mail_xmpp_lookup_t *lu,
     cached->chain = chain;
     cached->key = pkey;
 
-    ngx_log_error(NGX_LOG_INFO, lu->log, 0,
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "xmpp certificate lookup for \"%V\": certificate loaded",
                   &lu->domain);
 
@@ -1145,7 +1057,7 @@ ngx_mail_xmpp_lookup_parse(ngx_mail_xmpp_lookup_t *lu,
 
 failed:
 
-    ngx_ssl_error(NGX_LOG_ERR, lu->log, 0,
+    ngx_ssl_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "xmpp certificate lookup for \"%V\": "
                   "invalid certificate or key", &lu->domain);
 
@@ -1169,28 +1081,31 @@ failed:
 }
 
 
+static int
+ngx_mail_xmpp_lookup_password(char *buf, int size, int rwflag,
+    void *userdata)
+{
+    /*
+     * an encrypted key: there is no pass phrase for it, and OpenSSL's
+     * default callback would ask for one on the worker's terminal
+     */
+
+    return -1;
+}
+
+
 static void
 ngx_mail_xmpp_lookup_cleanup(void *data)
 {
     ngx_mail_xmpp_ctx_t *ctx = data;
 
-    ngx_mail_xmpp_lookup_t  *lu;
+    /*
+     * the session ends while its lookup runs: the lookup goes on alone
+     * (on the cycle's pool and log, nothing of the session's)
+     */
 
-    /* the session ends while its lookup runs: the lookup goes on alone */
-
-    lu = ctx->lookup;
-
-    if (lu) {
-        lu->session = NULL;
-        lu->log = ngx_cycle->log;
-        lu->peer.log = ngx_cycle->log;
-
-        if (lu->peer.connection) {
-            lu->peer.connection->log = ngx_cycle->log;
-            lu->peer.connection->read->log = ngx_cycle->log;
-            lu->peer.connection->write->log = ngx_cycle->log;
-        }
-
+    if (ctx->lookup) {
+        ctx->lookup->session = NULL;
         ctx->lookup = NULL;
     }
 }
