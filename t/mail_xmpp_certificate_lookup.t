@@ -12,7 +12,8 @@
 # same mail{} keeps its own certificate.  The service is an http server of
 # the same nginx serving DOMAIN.pem files (over TCP and a unix socket); the
 # slow one is a socket that never answers (a fault a real service does not
-# produce on demand).  Scripted service faults: t/xmpp_tls_lookup_fault.t.
+# produce on demand).  Scripted service faults:
+# t/mail_xmpp_certificate_lookup_fault.t.
 
 use strict;
 use warnings;
