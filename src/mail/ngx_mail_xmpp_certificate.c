@@ -304,7 +304,7 @@ ngx_mail_xmpp_cert_cb(ngx_ssl_conn_t *ssl_conn, void *arg)
         return 1;
     }
 
-    if (ngx_mail_xmpp_domain(name, len) != NGX_OK) {
+    if (ngx_mail_xmpp_check_domain(name, len) != NGX_OK) {
 
         /* client-controlled bytes: not logged */
 
@@ -531,7 +531,7 @@ ngx_mail_xmpp_certificate_lookup_domains(ngx_conf_t *cf, ngx_command_t *cmd,
 
         dot = (value[i].len && value[i].data[0] == '.');
 
-        if (ngx_mail_xmpp_domain(value[i].data + dot, value[i].len - dot)
+        if (ngx_mail_xmpp_check_domain(value[i].data + dot, value[i].len - dot)
             != NGX_OK)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -573,7 +573,7 @@ ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
     if (xcf->cache == NULL
-        || ngx_mail_xmpp_domain(ctx->host.data, ctx->host.len) != NGX_OK
+        || ngx_mail_xmpp_check_domain(ctx->host.data, ctx->host.len) != NGX_OK
         || ngx_mail_xmpp_find_cert(xcf, ctx->host.data, ctx->host.len)
         || ngx_mail_xmpp_cache_get(xcf, ctx->host.data, ctx->host.len))
     {

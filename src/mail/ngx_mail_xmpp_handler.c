@@ -963,7 +963,7 @@ ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-    if (ngx_mail_xmpp_domain(ctx->s2s.remote.data, ctx->s2s.remote.len)
+    if (ngx_mail_xmpp_check_domain(ctx->s2s.remote.data, ctx->s2s.remote.len)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
@@ -1085,7 +1085,7 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
     key.len = ctx->parse.text_end - ctx->parse.text_start;
 
     if (key.len == 0 || key.len > 1024 || ctx->parse.bad_text
-        || (verify && ngx_mail_xmpp_token(&ctx->s2s.db_id) != NGX_OK))
+        || (verify && ngx_mail_xmpp_check_token(&ctx->s2s.db_id) != NGX_OK))
     {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "remote server sent malformed dialback element");

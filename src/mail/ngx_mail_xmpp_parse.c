@@ -1323,7 +1323,7 @@ ngx_mail_xmpp_check_stream(ngx_mail_xmpp_ctx_t *ctx)
 
     ngx_strlow(ctx->host.data, ctx->host.data, ctx->host.len);
 
-    if (ngx_mail_xmpp_domain(ctx->host.data, ctx->host.len) != NGX_OK) {
+    if (ngx_mail_xmpp_check_domain(ctx->host.data, ctx->host.len) != NGX_OK) {
         return NGX_XMPP_ERR_HOST_UNKNOWN;
     }
 

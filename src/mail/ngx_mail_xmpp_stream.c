@@ -491,7 +491,7 @@ ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep)
 
 
 ngx_int_t
-ngx_mail_xmpp_domain(u_char *name, size_t len)
+ngx_mail_xmpp_check_domain(u_char *name, size_t len)
 {
     u_char  *p, *last, *label;
 
@@ -539,7 +539,7 @@ ngx_mail_xmpp_domain(u_char *name, size_t len)
 
 
 ngx_int_t
-ngx_mail_xmpp_token(ngx_str_t *id)
+ngx_mail_xmpp_check_token(ngx_str_t *id)
 {
     size_t   i;
     u_char   ch;
