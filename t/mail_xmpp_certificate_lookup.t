@@ -22,11 +22,11 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use IO::Socket::INET;
-use POSIX ();
 use Test::More;
 use Time::HiRes qw(time sleep);
 
 use XT::Nginx qw(free_port);
+use XT::OpenSSL qw(s_client cn starttls_cn);
 
 my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp imap http/);
 
@@ -363,33 +363,6 @@ sub wait_for {
         sleep 0.2;
     }
     return 0;
-}
-
-sub s_client {
-    my (@args) = @_;
-    my $pid = open(my $fh, '-|') // die "fork: $!";
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDERR, '>&', \*STDOUT;
-        exec 'timeout', '10', 'openssl', 's_client', @args;
-        POSIX::_exit(127);
-    }
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    return $out;
-}
-
-sub cn {
-    my ($out) = @_;
-    return $1 if $out =~ /subject=.*?CN\s*=\s*([^\s,\/]+)/;
-    return '(none)';
-}
-
-sub starttls_cn {
-    my ($port, $to) = @_;
-    return cn(s_client('-connect', "127.0.0.1:$port", '-starttls', 'xmpp',
-        '-xmpphost', $to));
 }
 
 ###############################################################################

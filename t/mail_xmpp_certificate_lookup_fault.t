@@ -12,11 +12,11 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use POSIX ();
 use Test::More;
 use Time::HiRes qw(time sleep);
 
 use XT::Nginx;
+use XT::OpenSSL qw(s_client cn starttls_cn);
 use XT::FakeServer;
 use XT::XMPP;
 
@@ -195,33 +195,6 @@ sub wait_for {
         sleep 0.1;
     }
     return 0;
-}
-
-sub s_client {
-    my (@args) = @_;
-    my $pid = open(my $fh, '-|') // die "fork: $!";
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDERR, '>&', \*STDOUT;
-        exec 'timeout', '10', 'openssl', 's_client', @args;
-        POSIX::_exit(127);
-    }
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    return $out;
-}
-
-sub cn {
-    my ($out) = @_;
-    return $1 if $out =~ /subject=.*?CN\s*=\s*([^\s,\/]+)/;
-    return '(none)';
-}
-
-sub starttls_cn {
-    my ($port, $to) = @_;
-    return cn(s_client('-connect', "127.0.0.1:$port", '-starttls', 'xmpp',
-        '-xmpphost', $to));
 }
 
 ###############################################################################
