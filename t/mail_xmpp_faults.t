@@ -54,16 +54,16 @@ for my $b (
     [failure => sub {
         my ($s, $f, $id) = @_;
         print $s $UHDR . $FEAT;
-        read_until($s, $f, $id, qr{</auth>});
+        $f->read_until($s, $id, qr{</auth>});
         print $s "<failure $SASL><not-authorized/></failure>";
-        read_until($s, $f, $id, qr{\z never}, 10);
+        $f->read_until($s, $id, qr{\z never}, 10);
     }],
     [splice => sub {
         my ($s, $f, $id) = @_;
         print $s $UHDR . $FEAT;
-        read_until($s, $f, $id, qr{</auth>});
+        $f->read_until($s, $id, qr{</auth>});
         print $s "<success $SASL/>";
-        read_until($s, $f, $id, qr{<stream:stream[^>]*>});
+        $f->read_until($s, $id, qr{<stream:stream[^>]*>});
         print $s $UHDR . "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
             . "</stream:features><message><body>half";
         sleep 0.2;
@@ -74,7 +74,7 @@ for my $b (
         handler => sub {
             my ($s, $f, $id) = @_;
             $s->autoflush(1);
-            read_until($s, $f, $id, qr{<stream:stream[^>]*>}) or return;
+            $f->read_until($s, $id, qr{<stream:stream[^>]*>}) or return;
             $script->($s, $f, $id);
         });
 }
@@ -310,20 +310,6 @@ sub fault {
     }
     ok($log =~ $logre, "$name: logged") or diag(join "\n",
         grep { !/\[debug\]/ } split /\n/, $log);
-}
-
-sub read_until {
-    my ($s, $f, $id, $re, $timeout) = @_;
-    my $buf = '';
-    my $end = time() + ($timeout // 5);
-    while ($buf !~ $re) {
-        my $left = $end - time();
-        return undef if $left <= 0;
-        my $got = $f->read_some($s, $id, $left);
-        return undef unless length $got;
-        $buf .= $got;
-    }
-    return $buf;
 }
 
 # the number of open descriptors of the worker processes

@@ -40,10 +40,10 @@ for my $b (
     [failure => sub {
         my ($s, $f, $id) = @_;
         print $s $UHDR . $FEAT;
-        read_until($s, $f, $id, qr{</auth>}) or return;
+        $f->read_until($s, $id, qr{</auth>}) or return;
         print $s "<failure $SASL><not-authorized/><text>no$FORGED-1</text>"
             . "</failure>";
-        read_until($s, $f, $id, qr{\z never}, 10);
+        $f->read_until($s, $id, qr{\z never}, 10);
     }],
     [error => sub {
         my ($s) = @_;
@@ -62,7 +62,7 @@ for my $b (
         handler => sub {
             my ($s, $f, $id) = @_;
             $s->autoflush(1);
-            read_until($s, $f, $id, qr{<stream:stream[^>]*>}) or return;
+            $f->read_until($s, $id, qr{<stream:stream[^>]*>}) or return;
             $script->($s, $f, $id);
         });
 }
@@ -135,21 +135,5 @@ like($log, qr/upstream sent unexpected element "<x>\\x0A2026[^\n]*XT-FORGED-3/,
     'unexpected element: logged escaped');
 ok(!grep({ /XT-FORGED/ && !/upstream (?:rejected login|sent)/ }
     split /\n/, $log), 'no line of error.log written by a backend');
-
-###############################################################################
-
-sub read_until {
-    my ($s, $f, $id, $re, $timeout) = @_;
-    my $buf = '';
-    my $end = time() + ($timeout // 5);
-    while ($buf !~ $re) {
-        my $left = $end - time();
-        return undef if $left <= 0;
-        my $got = $f->read_some($s, $id, $left);
-        return undef unless length $got;
-        $buf .= $got;
-    }
-    return $buf;
-}
 
 ###############################################################################

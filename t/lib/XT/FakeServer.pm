@@ -108,6 +108,22 @@ sub read_some {
     return $buf;
 }
 
+# read_until($sock, $id, qr//[, $timeout]): reads (recorded) until what
+# arrived matches; returns it, or undef on EOF or timeout (default 5s).
+sub read_until {
+    my ($self, $sock, $id, $re, $timeout) = @_;
+    my $buf = '';
+    my $end = time() + ($timeout // 5);
+    while ($buf !~ $re) {
+        my $left = $end - time();
+        return undef if $left <= 0;
+        my $got = $self->read_some($sock, $id, $left);
+        return undef unless length $got;
+        $buf .= $got;
+    }
+    return $buf;
+}
+
 # The recorded inputs, in the order of the connections.
 sub requests {
     my ($self) = @_;
