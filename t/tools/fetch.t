@@ -170,8 +170,14 @@ like($out, qr/expected git-tree \Q$tree\E.*found +not a readable tar\.gz archive
 isnt($rc, 0, 'wrong tree in NGINX_SHARED_DIR refused');
 like($out, qr/found +git-tree \Q$wrong\E/, 'shared folder: the tree id found is named');
 
-# the default shared folder is the one beside the repository
+# the default shared folder is the one beside the repository, or beside
+# the local repository this one was cloned from
 my $shared = "$root/../shared/nginx";
+unless (-d $shared) {
+    my $origin = `git -C '$root' config --get remote.origin.url 2>/dev/null`;
+    chomp $origin;
+    $shared = "$origin/../shared/nginx" if $origin =~ m{^/};
+}
 ($rc, $out) = fetch(args => $tversion, NGINX_CACHE_DIR => "$tmp/tcache",
     NGINX_SHARED_DIR => undef);
 if (-f "$shared/nginx-$tversion.git.tar.gz") {
