@@ -18,8 +18,18 @@ static ngx_int_t ngx_mail_xmpp_starttls(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_auth(ngx_mail_session_t *s,
     ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_auth_mech(ngx_mail_session_t *s,
+    ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s,
     ngx_connection_t *c);
+#if (NGX_MAIL_SSL)
+static ngx_int_t ngx_mail_xmpp_auth_scram(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+static ngx_int_t ngx_mail_xmpp_auth_scram_final(ngx_mail_session_t *s,
+    ngx_connection_t *c);
+#endif
+static ngx_int_t ngx_mail_xmpp_decode(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_str_t *dst);
 static ngx_int_t ngx_mail_xmpp_account(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_str_t *name, ngx_str_t *jid, ngx_uint_t *cond);
 static ngx_int_t ngx_mail_xmpp_server_stream(ngx_mail_session_t *s,
@@ -255,16 +265,23 @@ ngx_mail_xmpp_auth_state(ngx_event_t *rev)
 
         case NGX_XMPP_RESPONSE:
 
-            if (s->mail_state != ngx_xmpp_auth_plain) {
-                ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                              "client sent unexpected SASL response");
-                rc = ngx_mail_xmpp_sasl_failure(s, c,
-                                                NGX_XMPP_SASL_MALFORMED_REQUEST,
-                                                NULL);
+            if (s->mail_state == ngx_xmpp_auth_initial) {
+                rc = ngx_mail_xmpp_auth_mech(s, c);
                 break;
             }
 
-            rc = ngx_mail_xmpp_auth_plain(s, c);
+#if (NGX_MAIL_SSL)
+            if (s->mail_state == ngx_xmpp_auth_scram) {
+                rc = ngx_mail_xmpp_auth_scram_final(s, c);
+                break;
+            }
+#endif
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client sent unexpected SASL response");
+            rc = ngx_mail_xmpp_sasl_failure(s, c,
+                                            NGX_XMPP_SASL_MALFORMED_REQUEST,
+                                            NULL);
             break;
 
         default: /* NGX_XMPP_ABORT */
@@ -541,7 +558,11 @@ ngx_mail_xmpp_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
 #if (NGX_MAIL_SSL)
 
-    if (c->ssl == NULL) {
+    if (c->ssl && !ctx->server) {
+        features = &xcf->tls_features[
+                       SSL_version(c->ssl->connection) == TLS1_3_VERSION];
+
+    } else if (c->ssl == NULL) {
         sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
 
         if (sslcf->starttls == NGX_MAIL_STARTTLS_ON) {
@@ -628,8 +649,9 @@ static ngx_int_t
 ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     ngx_int_t                  rc;
-    ngx_str_t                  mech;
+    ngx_str_t                  name;
     ngx_mail_xmpp_ctx_t       *ctx;
+    ngx_mail_xmpp_mech_t      *mech;
     ngx_mail_xmpp_srv_conf_t  *xcf;
     u_char                     buf[NGX_MAIL_XMPP_LOG_LEN];
 
@@ -640,7 +662,13 @@ ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
     ngx_str_null(&s->login);
     ngx_str_null(&s->passwd);
 
-    if (s->mail_state == ngx_xmpp_auth_plain) {
+#if (NGX_MAIL_SSL)
+    if (ctx->scram) {
+        ngx_mail_xmpp_scram_reset(ctx->scram);
+    }
+#endif
+
+    if (s->mail_state != ngx_xmpp_start) {
 
         /*
          * a new <auth/> while a challenge is unanswered: the exchange in
@@ -660,8 +688,6 @@ ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
         }
     }
 
-    s->mail_state = ngx_xmpp_start;
-
 #if (NGX_MAIL_SSL)
     if (ngx_mail_starttls_only(s, c)) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
@@ -674,33 +700,68 @@ ngx_mail_xmpp_auth(ngx_mail_session_t *s, ngx_connection_t *c)
 
     xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
 
-    if (ctx->parse.mech.len != sizeof("PLAIN") - 1
-        || ngx_strncasecmp(ctx->parse.mech.data, (u_char *) "PLAIN",
-                           sizeof("PLAIN") - 1)
-           != 0
-        || !(xcf->auth_methods & NGX_MAIL_AUTH_PLAIN_ENABLED))
-    {
-        mech = ngx_mail_xmpp_log_value(buf, sizeof(buf), &ctx->parse.mech);
+    /* one of the mechanisms offered on this stream: -PLUS only on TLS */
+
+    for (mech = ngx_mail_xmpp_mechanisms; mech->name.len; mech++) {
+        if (ctx->parse.mech.len == mech->name.len
+            && ngx_strncmp(ctx->parse.mech.data, mech->name.data,
+                           mech->name.len)
+               == 0
+            && (xcf->auth_methods & mech->enabled)
+            && (c->ssl || !mech->plus))
+        {
+            break;
+        }
+    }
+
+    if (mech->name.len == 0) {
+        name = ngx_mail_xmpp_log_value(buf, sizeof(buf), &ctx->parse.mech);
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "client requested unsupported SASL mechanism \"%V\"",
-                      &mech);
+                      &name);
         return ngx_mail_xmpp_sasl_failure(s, c,
                                           NGX_XMPP_SASL_INVALID_MECHANISM,
                                           NULL);
     }
 
+    ctx->mech = mech;
+
     if (ctx->parse.text_start == ctx->parse.text_end) {
 
-        /* no initial response, RFC 6120 section 6.4.2 */
+        /*
+         * no initial response, RFC 6120 section 6.4.2: both PLAIN and
+         * SCRAM are client-first, an empty challenge asks for it
+         */
 
-        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                       "xmpp auth plain: empty challenge");
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "xmpp auth %V: empty challenge", &mech->name);
 
         ngx_str_set(&s->out, xmpp_challenge);
-        s->mail_state = ngx_xmpp_auth_plain;
+        s->mail_state = ngx_xmpp_auth_initial;
 
         return NGX_OK;
     }
+
+    return ngx_mail_xmpp_auth_mech(s, c);
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_auth_mech(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    /* the initial response, in <auth/> or in the <response/> asked for */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    s->mail_state = ngx_xmpp_start;
+
+#if (NGX_MAIL_SSL)
+    if (ctx->mech->method != NGX_MAIL_AUTH_PLAIN) {
+        return ngx_mail_xmpp_auth_scram(s, c);
+    }
+#endif
 
     return ngx_mail_xmpp_auth_plain(s, c);
 }
@@ -711,7 +772,7 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     u_char               *p, *last, *nul1, *nul2;
     ngx_int_t             rc;
-    ngx_str_t             text, plain, authzid, authcid, passwd, login, jid;
+    ngx_str_t             plain, authzid, authcid, passwd, login, jid;
     ngx_uint_t            cond;
     ngx_mail_xmpp_ctx_t  *ctx;
     u_char                buf[NGX_MAIL_XMPP_LOG_LEN];
@@ -720,37 +781,19 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
 
     s->mail_state = ngx_xmpp_start;
 
-    if (ctx->parse.bad_text) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client sent invalid base64 in SASL PLAIN");
-        return ngx_mail_xmpp_sasl_failure(s, c,
-                                          NGX_XMPP_SASL_INCORRECT_ENCODING,
-                                          NULL);
-    }
-
-    text.data = ctx->parse.text_start;
-    text.len = ctx->parse.text_end - ctx->parse.text_start;
-
-    if (text.len == 1 && text.data[0] == '=') {
-        text.len = 0;
-    }
-
     /*
      * everything is decoded and checked in temporaries: s->login and
      * s->passwd are set only for a message that goes to auth_http
      */
 
-    plain.data = ngx_pnalloc(c->pool, ngx_base64_decoded_length(text.len) + 1);
-    if (plain.data == NULL) {
-        return NGX_ERROR;
-    }
+    rc = ngx_mail_xmpp_decode(s, c, &plain);
 
-    if (ngx_decode_base64(&plain, &text) != NGX_OK) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client sent invalid base64 in SASL PLAIN");
-        return ngx_mail_xmpp_sasl_failure(s, c,
-                                          NGX_XMPP_SASL_INCORRECT_ENCODING,
-                                          NULL);
+    if (rc != NGX_OK) {
+        return (rc == NGX_DECLINED)
+               ? ngx_mail_xmpp_sasl_failure(s, c,
+                                            NGX_XMPP_SASL_INCORRECT_ENCODING,
+                                            NULL)
+               : NGX_ERROR;
     }
 
     /* RFC 4616: [authzid] NUL authcid NUL passwd */
@@ -825,6 +868,204 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
                    "xmpp auth plain: \"%V\"", &s->login);
 
     return NGX_DONE;
+}
+
+
+#if (NGX_MAIL_SSL)
+
+static ngx_int_t
+ngx_mail_xmpp_auth_scram(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_int_t                   rc;
+    ngx_str_t                   msg, user, authzid, login, jid;
+    ngx_uint_t                  cond;
+    ngx_mail_xmpp_ctx_t        *ctx;
+    ngx_mail_xmpp_scram_t      *sc;
+    u_char                      buf[NGX_MAIL_XMPP_LOG_LEN];
+
+    /*
+     * client-first: the account is checked and made canonical as for
+     * PLAIN, then auth_http is asked for the keys of that account
+     */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    if (ctx->scram == NULL) {
+        ctx->scram = ngx_palloc(c->pool, sizeof(ngx_mail_xmpp_scram_t));
+        if (ctx->scram == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    sc = ctx->scram;
+
+    ngx_mail_xmpp_scram_reset(sc);
+
+    sc->method = ctx->mech->method;
+    sc->plus = ctx->mech->plus;
+
+    rc = ngx_mail_xmpp_decode(s, c, &msg);
+
+    if (rc != NGX_OK) {
+        return (rc == NGX_DECLINED)
+               ? ngx_mail_xmpp_sasl_failure(s, c,
+                                            NGX_XMPP_SASL_INCORRECT_ENCODING,
+                                            NULL)
+               : NGX_ERROR;
+    }
+
+    if (ngx_mail_xmpp_scram_client_first(sc, c, &msg, &user, &authzid, &cond)
+        != NGX_OK)
+    {
+        return ngx_mail_xmpp_sasl_failure(s, c, cond, NULL);
+    }
+
+    rc = ngx_mail_xmpp_account(s, c, &user, &login, &cond);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        user = ngx_mail_xmpp_log_value(buf, sizeof(buf), &user);
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent SCRAM username \"%V\" that is not an "
+                      "account of \"%V\"", &user, &ctx->host);
+        return ngx_mail_xmpp_sasl_failure(s, c, cond, NULL);
+    }
+
+    if (authzid.len) {
+        rc = ngx_mail_xmpp_account(s, c, &authzid, &jid, &cond);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc != NGX_OK
+            || jid.len != login.len
+            || ngx_strncmp(jid.data, login.data, login.len) != 0)
+        {
+            authzid = ngx_mail_xmpp_log_value(buf, sizeof(buf), &authzid);
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client sent authzid \"%V\" that is not \"%V\"",
+                          &authzid, &login);
+            return ngx_mail_xmpp_sasl_failure(s, c,
+                                              NGX_XMPP_SASL_INVALID_AUTHZID,
+                                              NULL);
+        }
+    }
+
+    s->login = login;
+    s->auth_method = sc->method;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp auth %V: \"%V\"", &ctx->mech->name, &s->login);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_auth_scram_final(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_int_t               rc;
+    ngx_str_t               msg;
+    ngx_uint_t              cond;
+    ngx_mail_xmpp_ctx_t    *ctx;
+    ngx_mail_xmpp_scram_t  *sc;
+
+    /* client-final: the proof checked, then the backend login */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+    sc = ctx->scram;
+
+    s->mail_state = ngx_xmpp_start;
+
+    rc = ngx_mail_xmpp_decode(s, c, &msg);
+    cond = NGX_XMPP_SASL_INCORRECT_ENCODING;
+
+    if (rc == NGX_OK) {
+        rc = ngx_mail_xmpp_scram_client_final(sc, c, &msg, &cond);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_mail_xmpp_scram_reset(sc);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_mail_xmpp_sasl_failure(s, c, cond, NULL);
+        }
+
+        return rc;
+    }
+
+    if (sc->cb) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client authenticated with %V, channel binding %V",
+                      &ctx->mech->name, ngx_mail_xmpp_scram_cb_name(sc->cb));
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client authenticated with %V", &ctx->mech->name);
+    }
+
+    /* what is left after </response> goes to the backend after <success/> */
+
+    ngx_mail_xmpp_skip_space(s->buffer);
+
+    if (s->buffer->pos == s->buffer->last) {
+        s->buffer->pos = s->buffer->start;
+        s->buffer->last = s->buffer->start;
+    }
+
+    s->args.nelts = 0;
+    s->state = 0;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_mail_proxy_init(s, sc->peer);
+
+    return NGX_AGAIN;
+}
+
+#endif
+
+
+static ngx_int_t
+ngx_mail_xmpp_decode(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_str_t *dst)
+{
+    ngx_str_t             text;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    /* the base64 text of <auth/> or <response/>, "=" being empty */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    text.data = ctx->parse.text_start;
+    text.len = ctx->parse.text_end - ctx->parse.text_start;
+
+    if (text.len == 1 && text.data[0] == '=') {
+        text.len = 0;
+    }
+
+    if (!ctx->parse.bad_text) {
+        dst->data = ngx_pnalloc(c->pool,
+                                ngx_base64_decoded_length(text.len) + 1);
+        if (dst->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_decode_base64(dst, &text) == NGX_OK) {
+            return NGX_OK;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "client sent invalid base64 in SASL %V", &ctx->mech->name);
+
+    return NGX_DECLINED;
 }
 
 
@@ -1199,3 +1440,74 @@ ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
 }
 
 
+
+
+ngx_int_t
+ngx_mail_xmpp_auth_header(ngx_mail_session_t *s, ngx_str_t *name,
+    ngx_str_t *value)
+{
+#if (NGX_MAIL_SSL)
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    /* the Auth-SCRAM-* headers of the answer to a SCRAM client-first */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    if (ctx->scram
+        && (s->auth_method == NGX_MAIL_AUTH_SCRAM_SHA1
+            || s->auth_method == NGX_MAIL_AUTH_SCRAM_SHA256))
+    {
+        return ngx_mail_xmpp_scram_header(ctx->scram, s->connection, name,
+                                          value);
+    }
+#endif
+
+    return NGX_OK;
+}
+
+
+void
+ngx_mail_xmpp_auth_done(ngx_mail_session_t *s, ngx_addr_t *peer)
+{
+#if (NGX_MAIL_SSL)
+    ngx_int_t              rc;
+    ngx_connection_t      *c;
+    ngx_mail_xmpp_ctx_t   *ctx;
+
+    /*
+     * auth_http said OK: with PLAIN the backend login starts, with SCRAM
+     * nginx sends server-first and checks the proof before it
+     */
+
+    if (s->auth_method == NGX_MAIL_AUTH_SCRAM_SHA1
+        || s->auth_method == NGX_MAIL_AUTH_SCRAM_SHA256)
+    {
+        c = s->connection;
+        ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+        rc = ngx_mail_xmpp_scram_server_first(ctx->scram, c, &s->out);
+
+        if (rc == NGX_OK) {
+            ctx->scram->peer = peer;
+            ngx_mail_xmpp_resume(s, ngx_xmpp_auth_scram);
+            return;
+        }
+
+        ngx_mail_xmpp_scram_reset(ctx->scram);
+
+        if (rc == NGX_ERROR
+            || ngx_mail_xmpp_sasl_failure(s, c, NGX_XMPP_SASL_TEMPORARY_AUTH,
+                                          NULL)
+               != NGX_OK)
+        {
+            ngx_mail_session_internal_server_error(s);
+            return;
+        }
+
+        ngx_mail_xmpp_resume(s, ngx_xmpp_start);
+        return;
+    }
+#endif
+
+    ngx_mail_proxy_init(s, peer);
+}

@@ -14,11 +14,32 @@
 static void *ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf);
 static char *ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static ngx_int_t ngx_mail_xmpp_mechanisms_conf(ngx_conf_t *cf,
+    ngx_uint_t methods, ngx_uint_t tls, ngx_str_t *out);
+static ngx_int_t ngx_mail_xmpp_features_conf(ngx_conf_t *cf, ngx_str_t *out,
+    ngx_str_t *first, ngx_str_t *second);
 
 
 static ngx_conf_bitmask_t  ngx_mail_xmpp_auth_methods[] = {
     { ngx_string("plain"), NGX_MAIL_AUTH_PLAIN_ENABLED },
+    { ngx_string("scram-sha-1"), NGX_MAIL_AUTH_SCRAM_SHA1_ENABLED },
+    { ngx_string("scram-sha-256"), NGX_MAIL_AUTH_SCRAM_SHA256_ENABLED },
     { ngx_null_string, 0 }
+};
+
+
+ngx_mail_xmpp_mech_t  ngx_mail_xmpp_mechanisms[] = {
+    { ngx_string("SCRAM-SHA-256-PLUS"), NGX_MAIL_AUTH_SCRAM_SHA256,
+      NGX_MAIL_AUTH_SCRAM_SHA256_ENABLED, 1 },
+    { ngx_string("SCRAM-SHA-1-PLUS"), NGX_MAIL_AUTH_SCRAM_SHA1,
+      NGX_MAIL_AUTH_SCRAM_SHA1_ENABLED, 1 },
+    { ngx_string("SCRAM-SHA-256"), NGX_MAIL_AUTH_SCRAM_SHA256,
+      NGX_MAIL_AUTH_SCRAM_SHA256_ENABLED, 0 },
+    { ngx_string("SCRAM-SHA-1"), NGX_MAIL_AUTH_SCRAM_SHA1,
+      NGX_MAIL_AUTH_SCRAM_SHA1_ENABLED, 0 },
+    { ngx_string("PLAIN"), NGX_MAIL_AUTH_PLAIN,
+      NGX_MAIL_AUTH_PLAIN_ENABLED, 0 },
+    { ngx_null_string, 0, 0, 0 }
 };
 
 
@@ -62,7 +83,9 @@ static ngx_mail_protocol_t  ngx_mail_xmpp_protocol = {
                "</stream:error></stream:stream>"),
 
     ngx_mail_xmpp_auth_error,
-    ngx_mail_xmpp_proxy_handler
+    ngx_mail_xmpp_proxy_handler,
+    ngx_mail_xmpp_auth_header,
+    ngx_mail_xmpp_auth_done
 };
 
 
@@ -93,7 +116,9 @@ static ngx_mail_protocol_t  ngx_mail_xmpp_server_protocol = {
                "</stream:error></stream:stream>"),
 
     ngx_mail_xmpp_auth_error,
-    ngx_mail_xmpp_proxy_handler
+    ngx_mail_xmpp_proxy_handler,
+    NULL,
+    NULL
 };
 
 
@@ -283,19 +308,14 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_mail_xmpp_srv_conf_t *prev = parent;
     ngx_mail_xmpp_srv_conf_t *conf = child;
 
-    u_char     *p;
-    size_t      size;
-    ngx_str_t   mechanisms;
+    ngx_str_t   mechanisms[3], starttls, none;
+    ngx_uint_t  i;
 
-    static u_char  features_start[] = "<stream:features>";
-    static u_char  features_end[] = "</stream:features>";
-    static u_char  starttls[] = "<starttls xmlns='" NGX_XMPP_TLS_NS "'/>";
+    static u_char  starttls_offered[] =
+                       "<starttls xmlns='" NGX_XMPP_TLS_NS "'/>";
     static u_char  starttls_required[] =
                        "<starttls xmlns='" NGX_XMPP_TLS_NS "'>"
                        "<required/></starttls>";
-    static u_char  plain[] =
-                       "<mechanisms xmlns='" NGX_XMPP_SASL_NS "'>"
-                       "<mechanism>PLAIN</mechanism></mechanisms>";
     static u_char  dialback[] =
                        "<dialback xmlns='urn:xmpp:features:dialback'/>";
     static u_char  server_starttls[] =
@@ -362,81 +382,78 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->auth_methods & NGX_MAIL_AUTH_PLAIN_ENABLED) {
-        mechanisms.len = sizeof(plain) - 1;
-        mechanisms.data = plain;
-
-    } else {
-        ngx_str_null(&mechanisms);
-    }
-
-    /* after TLS, or with "starttls off": mechanisms only */
-
-    size = sizeof(features_start) - 1 + mechanisms.len
-           + sizeof(features_end) - 1;
-
-    p = ngx_pnalloc(cf->pool, size);
-    if (p == NULL) {
+#if !(NGX_MAIL_SSL)
+    if (conf->auth_methods & (NGX_MAIL_AUTH_SCRAM_SHA1_ENABLED
+                              |NGX_MAIL_AUTH_SCRAM_SHA256_ENABLED))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"xmpp_auth\" SCRAM methods require "
+                           "ngx_mail_ssl_module");
         return NGX_CONF_ERROR;
     }
+#endif
 
-    conf->features.len = size;
-    conf->features.data = p;
+    /*
+     * after TLS, by version: -PLUS mechanisms and channel binding types;
+     * before it, or with "starttls off": mechanisms only
+     */
 
-    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
-    p = ngx_cpymem(p, mechanisms.data, mechanisms.len);
-    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
-
-    /* "starttls on": STARTTLS offered, authentication still allowed */
-
-    size += sizeof(starttls) - 1;
-
-    p = ngx_pnalloc(cf->pool, size);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
+    for (i = 0; i < 3; i++) {
+        if (ngx_mail_xmpp_mechanisms_conf(cf, conf->auth_methods, i,
+                                          &mechanisms[i])
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
     }
 
-    conf->starttls_features.len = size;
-    conf->starttls_features.data = p;
+    ngx_str_null(&none);
 
-    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
-    p = ngx_cpymem(p, starttls, sizeof(starttls) - 1);
-    p = ngx_cpymem(p, mechanisms.data, mechanisms.len);
-    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
+    starttls.len = sizeof(starttls_offered) - 1;
+    starttls.data = starttls_offered;
+
+    if (ngx_mail_xmpp_features_conf(cf, &conf->features, &none,
+                                    &mechanisms[0])
+           != NGX_OK
+        || ngx_mail_xmpp_features_conf(cf, &conf->tls_features[0], &none,
+                                       &mechanisms[1])
+           != NGX_OK
+        || ngx_mail_xmpp_features_conf(cf, &conf->tls_features[1], &none,
+                                       &mechanisms[2])
+           != NGX_OK
+
+        /* "starttls on": STARTTLS offered, authentication still allowed */
+
+        || ngx_mail_xmpp_features_conf(cf, &conf->starttls_features,
+                                       &starttls, &mechanisms[0])
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     /* "starttls only": STARTTLS required, no mechanisms before TLS */
 
-    size = sizeof(features_start) - 1 + sizeof(starttls_required) - 1
-           + sizeof(features_end) - 1;
+    starttls.len = sizeof(starttls_required) - 1;
+    starttls.data = starttls_required;
 
-    p = ngx_pnalloc(cf->pool, size);
-    if (p == NULL) {
+    if (ngx_mail_xmpp_features_conf(cf, &conf->starttls_only_features,
+                                    &starttls, &none)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
-
-    conf->starttls_only_features.len = size;
-    conf->starttls_only_features.data = p;
-
-    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
-    p = ngx_cpymem(p, starttls_required, sizeof(starttls_required) - 1);
-    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
 
     /* server-to-server: dialback instead of SASL */
 
-    size = sizeof(features_start) - 1 + sizeof(dialback) - 1
-           + sizeof(features_end) - 1;
+    starttls.len = sizeof(dialback) - 1;
+    starttls.data = dialback;
 
-    p = ngx_pnalloc(cf->pool, size);
-    if (p == NULL) {
+    if (ngx_mail_xmpp_features_conf(cf, &conf->server_features, &none,
+                                    &starttls)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
-
-    conf->server_features.len = size;
-    conf->server_features.data = p;
-
-    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
-    p = ngx_cpymem(p, dialback, sizeof(dialback) - 1);
-    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
 
     conf->server_starttls_features.len = sizeof(server_starttls) - 1;
     conf->server_starttls_features.data = server_starttls;
@@ -444,4 +461,117 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     conf->server_starttls_only_features = conf->starttls_only_features;
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_mechanisms_conf(ngx_conf_t *cf, ngx_uint_t methods,
+    ngx_uint_t tls, ngx_str_t *out)
+{
+    u_char                *p;
+    size_t                 len;
+    ngx_uint_t             n, scram;
+    ngx_mail_xmpp_mech_t  *m;
+
+    static u_char  mechs_start[] = "<mechanisms xmlns='" NGX_XMPP_SASL_NS "'>";
+    static u_char  mechs_end[] = "</mechanisms>";
+    static u_char  mech_start[] = "<mechanism>";
+    static u_char  mech_end[] = "</mechanism>";
+
+    /* XEP-0440: the channel binding types of TLS 1.2 and of TLS 1.3 */
+
+    static ngx_str_t  cb[] = {
+        ngx_null_string,
+        ngx_string("<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
+                   "<channel-binding type='tls-unique'/>"
+                   "<channel-binding type='tls-server-end-point'/>"
+                   "</sasl-channel-binding>"),
+        ngx_string("<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
+                   "<channel-binding type='tls-exporter'/>"
+                   "<channel-binding type='tls-server-end-point'/>"
+                   "</sasl-channel-binding>")
+    };
+
+    /*
+     * the mechanisms of "methods" in the order of preference: with "tls"
+     * 0, before TLS, no -PLUS; 1 and 2, on TLS 1.2 and below, on TLS 1.3
+     */
+
+    len = sizeof(mechs_start) - 1 + sizeof(mechs_end) - 1;
+    n = 0;
+    scram = 0;
+
+    for (m = ngx_mail_xmpp_mechanisms; m->name.len; m++) {
+        if ((methods & m->enabled) && (tls || !m->plus)) {
+            len += sizeof(mech_start) - 1 + m->name.len
+                   + sizeof(mech_end) - 1;
+            scram |= m->plus;
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        ngx_str_null(out);
+        return NGX_OK;
+    }
+
+    if (scram) {
+        len += cb[tls].len;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    out->len = len;
+
+    p = ngx_cpymem(p, mechs_start, sizeof(mechs_start) - 1);
+
+    for (m = ngx_mail_xmpp_mechanisms; m->name.len; m++) {
+        if ((methods & m->enabled) && (tls || !m->plus)) {
+            p = ngx_cpymem(p, mech_start, sizeof(mech_start) - 1);
+            p = ngx_cpymem(p, m->name.data, m->name.len);
+            p = ngx_cpymem(p, mech_end, sizeof(mech_end) - 1);
+        }
+    }
+
+    p = ngx_cpymem(p, mechs_end, sizeof(mechs_end) - 1);
+
+    if (scram) {
+        ngx_memcpy(p, cb[tls].data, cb[tls].len);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_features_conf(ngx_conf_t *cf, ngx_str_t *out, ngx_str_t *first,
+    ngx_str_t *second)
+{
+    u_char  *p;
+    size_t   len;
+
+    static u_char  features_start[] = "<stream:features>";
+    static u_char  features_end[] = "</stream:features>";
+
+    len = sizeof(features_start) - 1 + first->len + second->len
+          + sizeof(features_end) - 1;
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    out->len = len;
+
+    p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
+    p = ngx_cpymem(p, first->data, first->len);
+    p = ngx_cpymem(p, second->data, second->len);
+    ngx_memcpy(p, features_end, sizeof(features_end) - 1);
+
+    return NGX_OK;
 }

@@ -22,6 +22,14 @@
 #define NGX_MAIL_XMPP_LINGERING_TIME 2000
 #define NGX_MAIL_XMPP_SCAN_NAME_LEN  8
 
+#define NGX_MAIL_XMPP_SCRAM_LEN         1024    /* a client message */
+#define NGX_MAIL_XMPP_SCRAM_SERVER_LEN  512     /* server-first */
+#define NGX_MAIL_XMPP_SCRAM_OUT_LEN     768     /* <challenge/>, <success/> */
+#define NGX_MAIL_XMPP_SCRAM_NONCE_LEN   128     /* the client's nonce */
+#define NGX_MAIL_XMPP_SCRAM_RANDOM      24      /* nginx's nonce, bytes */
+#define NGX_MAIL_XMPP_SCRAM_ITERATIONS  1000000
+#define NGX_MAIL_XMPP_SALT_LEN          128
+
 
 #define NGX_XMPP_STREAMS_NS  "http://etherx.jabber.org/streams"
 #define NGX_XMPP_SASL_NS     "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -80,9 +88,25 @@
 #define NGX_XMPP_SASL_TEMPORARY_AUTH        10
 
 
+/* SCRAM channel binding types */
+
+#define NGX_XMPP_CB_EXPORTER         1
+#define NGX_XMPP_CB_UNIQUE           2
+#define NGX_XMPP_CB_END_POINT        3
+
+
+/* the Auth-SCRAM-* headers of an auth_http answer */
+
+#define NGX_XMPP_SCRAM_SALT          0x01
+#define NGX_XMPP_SCRAM_ITERATIONS    0x02
+#define NGX_XMPP_SCRAM_STORED_KEY    0x04
+#define NGX_XMPP_SCRAM_SERVER_KEY    0x08
+
+
 typedef enum {
     ngx_xmpp_start = 0,
-    ngx_xmpp_auth_plain,
+    ngx_xmpp_auth_initial,      /* an empty challenge sent */
+    ngx_xmpp_auth_scram,        /* server-first sent */
     ngx_xmpp_dialback,          /* s2s: the backend's features relayed */
     ngx_xmpp_starttls           /* <proceed/> waits for a certificate */
 } ngx_xmpp_state_e;
@@ -167,6 +191,7 @@ typedef struct {
     ngx_mail_xmpp_cert_cache_t  *cache;
 
     ngx_str_t                    features;
+    ngx_str_t                    tls_features[2];  /* TLS 1.2-, TLS 1.3 */
     ngx_str_t                    starttls_features;
     ngx_str_t                    starttls_only_features;
 
@@ -307,6 +332,52 @@ typedef struct {
 } ngx_mail_xmpp_parse_t;
 
 
+/* a SASL mechanism of xmpp_auth, in the order of preference offered */
+
+typedef struct {
+    ngx_str_t               name;
+    ngx_uint_t              method;         /* NGX_MAIL_AUTH_* */
+    ngx_uint_t              enabled;        /* NGX_MAIL_AUTH_*_ENABLED */
+    ngx_uint_t              plus;           /* SCRAM with channel binding */
+} ngx_mail_xmpp_mech_t;
+
+
+#if (NGX_MAIL_SSL)
+
+/* a SCRAM exchange (ngx_mail_xmpp_scram.c), allocated once per session */
+
+typedef struct {
+    ngx_uint_t              method;         /* NGX_MAIL_AUTH_SCRAM_* */
+    ngx_uint_t              plus;
+    ngx_uint_t              cb;             /* NGX_XMPP_CB_*, or 0 */
+    ngx_uint_t              headers;        /* NGX_XMPP_SCRAM_* received */
+    ngx_uint_t              invalid;        /* a header was invalid */
+    ngx_uint_t              iterations;
+    ngx_addr_t             *peer;           /* approved by auth_http */
+    ngx_str_t               success;        /* in out */
+
+    size_t                  first_len;
+    size_t                  gs2_len;        /* the gs2 header */
+    size_t                  bare;           /* client-first-message-bare */
+    size_t                  nonce;          /* offset of the client's */
+    size_t                  nonce_len;
+    size_t                  server_len;
+    size_t                  server_nonce_len;
+    size_t                  salt_len;
+    size_t                  stored_key_len;
+    size_t                  server_key_len;
+
+    u_char                  client_first[NGX_MAIL_XMPP_SCRAM_LEN];
+    u_char                  server_first[NGX_MAIL_XMPP_SCRAM_SERVER_LEN];
+    u_char                  out[NGX_MAIL_XMPP_SCRAM_OUT_LEN];
+    u_char                  salt[NGX_MAIL_XMPP_SALT_LEN];
+    u_char                  stored_key[EVP_MAX_MD_SIZE];
+    u_char                  server_key[EVP_MAX_MD_SIZE];
+} ngx_mail_xmpp_scram_t;
+
+#endif
+
+
 /* server-to-server: the remote's stream "from" and its dialback request */
 
 typedef struct {
@@ -328,6 +399,7 @@ typedef struct {
 
     ngx_uint_t              error;          /* NGX_XMPP_ERR_* */
     ngx_uint_t              login_state;    /* ngx_xmpp_proxy_state_e */
+    ngx_mail_xmpp_mech_t   *mech;           /* of the SASL exchange */
 
     unsigned                server:1;       /* xmpp-server protocol */
     unsigned                stream:1;       /* client stream header seen */
@@ -338,6 +410,9 @@ typedef struct {
     ngx_mail_xmpp_s2s_t     s2s;
     ngx_mail_xmpp_scan_t    up;             /* what the backend sends */
     ngx_mail_xmpp_relay_t  *relay;          /* xmpp-server, relayed */
+#if (NGX_MAIL_SSL)
+    ngx_mail_xmpp_scram_t  *scram;          /* a SCRAM exchange */
+#endif
 } ngx_mail_xmpp_ctx_t;
 
 
@@ -364,6 +439,9 @@ void ngx_mail_xmpp_resume(ngx_mail_session_t *s, ngx_uint_t state);
 ngx_int_t ngx_mail_xmpp_parse_command(ngx_mail_session_t *s);
 ngx_int_t ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
     ngx_str_t *code);
+ngx_int_t ngx_mail_xmpp_auth_header(ngx_mail_session_t *s, ngx_str_t *name,
+    ngx_str_t *value);
+void ngx_mail_xmpp_auth_done(ngx_mail_session_t *s, ngx_addr_t *peer);
 void ngx_mail_xmpp_proxy_handler(ngx_event_t *rev);
 void ngx_mail_xmpp_proxy_dialback(ngx_mail_session_t *s);
 ngx_int_t ngx_mail_xmpp_parse_upstream(ngx_mail_xmpp_ctx_t *ctx,
@@ -385,6 +463,19 @@ char *ngx_mail_xmpp_certificate_lookup_domains(ngx_conf_t *cf,
 ngx_int_t ngx_mail_xmpp_lookup_start(ngx_mail_session_t *s,
     ngx_connection_t *c);
 ngx_int_t ngx_mail_xmpp_lookup_send(ngx_mail_xmpp_lookup_t *lu);
+void ngx_mail_xmpp_scram_reset(ngx_mail_xmpp_scram_t *sc);
+ngx_uint_t ngx_mail_xmpp_scram_cb_offered(ngx_connection_t *c,
+    ngx_uint_t type);
+ngx_int_t ngx_mail_xmpp_scram_client_first(ngx_mail_xmpp_scram_t *sc,
+    ngx_connection_t *c, ngx_str_t *msg, ngx_str_t *user, ngx_str_t *authzid,
+    ngx_uint_t *cond);
+ngx_int_t ngx_mail_xmpp_scram_header(ngx_mail_xmpp_scram_t *sc,
+    ngx_connection_t *c, ngx_str_t *name, ngx_str_t *value);
+ngx_int_t ngx_mail_xmpp_scram_server_first(ngx_mail_xmpp_scram_t *sc,
+    ngx_connection_t *c, ngx_str_t *out);
+ngx_int_t ngx_mail_xmpp_scram_client_final(ngx_mail_xmpp_scram_t *sc,
+    ngx_connection_t *c, ngx_str_t *msg, ngx_uint_t *cond);
+ngx_str_t *ngx_mail_xmpp_scram_cb_name(ngx_uint_t type);
 #endif
 
 uintptr_t ngx_mail_xmpp_stream_header(u_char *dst, ngx_uint_t flags,
@@ -404,6 +495,7 @@ ngx_int_t ngx_mail_xmpp_check_token(ngx_str_t *id);
 
 extern ngx_str_t  ngx_mail_xmpp_stream_errors[];
 extern ngx_str_t  ngx_mail_xmpp_sasl_conditions[];
+extern ngx_mail_xmpp_mech_t  ngx_mail_xmpp_mechanisms[];
 
 extern ngx_module_t  ngx_mail_xmpp_module;
 extern ngx_module_t  ngx_mail_xmpp_server_module;

@@ -28,6 +28,10 @@ static ngx_int_t ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_proxy_auth(ngx_mail_session_t *s,
     ngx_connection_t *c);
+#if (NGX_MAIL_SSL)
+static ngx_int_t ngx_mail_xmpp_proxy_success(ngx_buf_t *b,
+    ngx_str_t *success);
+#endif
 static void ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, u_char *last);
 static void ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s);
@@ -201,7 +205,29 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
 
                 /* relay the backend's <success/> to the client */
 
+#if (NGX_MAIL_SSL)
+                if (ctx->scram && ctx->scram->success.len) {
+
+                    /* nginx's own, with the SCRAM server signature */
+
+                    if (ngx_mail_xmpp_proxy_success(b, &ctx->scram->success)
+                        != NGX_OK)
+                    {
+                        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                                      "no room for SCRAM success in "
+                                      "proxy buffer");
+                        ngx_mail_xmpp_proxy_error(s);
+                        return;
+                    }
+
+                    ngx_mail_xmpp_scram_reset(ctx->scram);
+
+                } else {
+                    b->pos = ctx->up.start;
+                }
+#else
                 b->pos = ctx->up.start;
+#endif
 
                 ngx_mail_xmpp_proxy_drain(s);
                 ngx_mail_xmpp_proxy_release(s, ctx);
@@ -397,6 +423,45 @@ ngx_mail_xmpp_proxy_auth(ngx_mail_session_t *s, ngx_connection_t *c)
 
     return ngx_mail_xmpp_proxy_send(s, c, &line);
 }
+
+
+#if (NGX_MAIL_SSL)
+
+static ngx_int_t
+ngx_mail_xmpp_proxy_success(ngx_buf_t *b, ngx_str_t *success)
+{
+    size_t   rest;
+    u_char  *end;
+
+    /*
+     * the backend's <success/>, which ends at b->pos, replaced by
+     * "success": what precedes it was read, so it goes there if it fits
+     */
+
+    end = b->pos;
+
+    if ((size_t) (end - b->start) >= success->len) {
+        b->pos = end - success->len;
+        ngx_memcpy(b->pos, success->data, success->len);
+        return NGX_OK;
+    }
+
+    rest = b->last - end;
+
+    if (success->len + rest > (size_t) (b->end - b->start)) {
+        return NGX_ERROR;
+    }
+
+    ngx_memmove(b->start + success->len, end, rest);
+    ngx_memcpy(b->start, success->data, success->len);
+
+    b->pos = b->start;
+    b->last = b->start + success->len + rest;
+
+    return NGX_OK;
+}
+
+#endif
 
 
 static void

@@ -1,0 +1,300 @@
+#!/usr/bin/perl
+
+# SASL SCRAM terminated in nginx (RFC 5802, RFC 7677), with channel
+# binding to nginx's own TLS session (RFC 5056, RFC 9266, RFC 5929).
+# nginx asks auth_http for the account's keys, checks the client's proof
+# and channel binding, answers with its server signature, then logs in
+# to a real Prosody with the credentials auth_http returned.  The client
+# here is a raw SCRAM client of the test's own, so that it can also send
+# what a real client would not: a wrong proof, another nonce, binding data
+# of another session, the "y" flag after -PLUS was offered.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Digest::SHA qw/sha1 sha256 hmac_sha1 hmac_sha256/;
+use MIME::Base64 qw/encode_base64 decode_base64/;
+use Net::SSLeay;
+use Test::More;
+
+use XT::Nginx;
+use XT::Prosody;
+use XT::XMPP;
+use XT::XmppProxy;
+
+my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
+
+my $p = XT::Prosody->new(dir => $t->testdir . '/prosody',
+    domains => ['example.com'],
+    users => [['alice', 'example.com', 'alice-backend-pw'],
+              ['bob', 'example.com', 'bob-pw']]);
+
+my %H = ('SHA-1' => [\&sha1, \&hmac_sha1], 'SHA-256' => [\&sha256,
+    \&hmac_sha256]);
+
+# keys($hash, $password, $salt, $i): StoredKey and ServerKey, RFC 5802
+sub keys_of {
+    my ($hash, $pw, $salt, $i) = @_;
+    my ($h, $hmac) = @{$H{$hash}};
+    my $u = $hmac->($salt . "\0\0\0\1", $pw);
+    my $salted = $u;
+    for (2 .. $i) { $u = $hmac->($u, $pw); $salted ^= $u; }
+    return ($h->($hmac->('Client Key', $salted)),
+        $hmac->('Server Key', $salted), $salted);
+}
+
+my $salt = 'salt-of-alice-16';
+my %maps;
+for my $m (['scram-sha-1', 'SHA-1'], ['scram-sha-256', 'SHA-256']) {
+    my ($stored, $server) = keys_of($m->[1], 'alice-scram-pw', $salt, 4096);
+    $maps{$m->[0]} = [map { encode_base64($_, '') } $stored, $server];
+}
+
+my $b64salt = encode_base64($salt, '');
+
+$t->gen_cert('xmpp', cn => 'example.com');
+$t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
+    backend => $p->port,
+    mail => 'xmpp_auth plain scram-sha-1 scram-sha-256; max_errors 10;',
+    http => <<"EOF",
+    map "\$http_auth_method:\$http_auth_user" \$xt_stored {
+        "scram-sha-1:alice\@example.com"    "$maps{'scram-sha-1'}[0]";
+        "scram-sha-256:alice\@example.com"  "$maps{'scram-sha-256'}[0]";
+        "scram-sha-256:broken\@example.com" "bm90LWEta2V5";
+        default  "";
+    }
+    map "\$http_auth_method:\$http_auth_user" \$xt_server {
+        "scram-sha-1:alice\@example.com"    "$maps{'scram-sha-1'}[1]";
+        "scram-sha-256:alice\@example.com"  "$maps{'scram-sha-256'}[1]";
+        "scram-sha-256:broken\@example.com" "bm90LWEta2V5";
+        default  "";
+    }
+    map \$xt_stored \$xt_salt {
+        ""       "";
+        default  "$b64salt";
+    }
+    map \$xt_stored \$xt_iterations {
+        ""       "";
+        default  4096;
+    }
+    map "\$http_auth_method:\$http_auth_user" \$xt_backend_pass {
+        "~^scram-sha-[0-9]+:alice\@"   alice-backend-pw;
+        "~^scram-sha-256:(bob|broken)\@"  bob-pw;
+        default  "";
+    }
+EOF
+    auth => <<'EOF',
+            add_header Auth-SCRAM-Salt $xt_salt;
+            add_header Auth-SCRAM-Iterations $xt_iterations;
+            add_header Auth-SCRAM-StoredKey $xt_stored;
+            add_header Auth-SCRAM-ServerKey $xt_server;
+            add_header Auth-Pass $xt_backend_pass;
+EOF
+));
+$t->run();
+$t->plan(34);
+
+my $SASL = "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'";
+
+# stream(%ssl): a direct TLS stream; returns the connection and features
+sub stream {
+    my (%ssl) = @_;
+    my $c = XT::XMPP->new(port => $t->port(5223), ssl => 1,
+        ssl_opts => {%ssl})
+        or die $XT::XMPP::ERROR;
+    $c->open_stream('example.com');
+    $c->read_element;
+    return ($c, $c->read_element // '');
+}
+
+# cb_data($c, $type): the binding data the client computes for its session
+sub cb_data {
+    my ($c, $type) = @_;
+    my $ssl = $c->socket->_get_ssl_object;
+    if ($type eq 'tls-exporter') {
+        return Net::SSLeay::export_keying_material($ssl, 32,
+            'EXPORTER-Channel-Binding');
+    }
+    if ($type eq 'tls-unique') {
+        # the client's own Finished in a full handshake
+        my $n = Net::SSLeay::get_finished($ssl, my $buf);
+        return substr($buf, 0, $n);
+    }
+    my $cert = Net::SSLeay::get_peer_certificate($ssl);
+    return Net::SSLeay::X509_digest($cert,
+        Net::SSLeay::EVP_get_digestbyname('sha256'));
+}
+
+# scram($c, %o): one SCRAM exchange; returns (answer, verified)
+sub scram {
+    my ($c, %o) = @_;
+    my $mech = $o{mech} // 'SCRAM-SHA-256-PLUS';
+    my $hash = $mech =~ /SHA-256/ ? 'SHA-256' : 'SHA-1';
+    my $cb = $o{cb} // 'tls-exporter';
+    my $gs2 = $o{gs2} // ($mech =~ /PLUS/ ? "p=$cb,," : 'n,,');
+    my $nonce = $o{nonce} // 'abcdefghijklmnopqrstuvwx';
+    my $bare = 'n=' . ($o{user} // 'alice') . ",r=$nonce";
+    $c->send("<auth $SASL mechanism='$mech'>"
+        . encode_base64($gs2 . $bare, '') . '</auth>');
+    my $ch = $c->read_element // '';
+    return ($ch, 0) unless $ch =~ m{^<challenge[^>]*>([^<]*)</challenge>};
+    my $first = decode_base64($1);
+    my ($r, $s, $i) = $first =~ /^r=([^,]+),s=([^,]+),i=(\d+)$/
+        or return ("bad server-first: $first", 0);
+    $r = substr($r, 0, -1) . 'X' if $o{tamper_nonce};
+    my $cbdata = $gs2 =~ /^p=/ ? cb_data($c, $o{data_type} // $cb) : '';
+    $cbdata ^= "\1" if $o{tamper_cb};
+    my $final = 'c=' . encode_base64($gs2 . $cbdata, '') . ",r=$r";
+    my ($stored, $server, $salted) = keys_of($hash,
+        $o{password} // 'alice-scram-pw', decode_base64($s), $i);
+    my ($h, $hmac) = @{$H{$hash}};
+    my $auth = "$bare,$first,$final";
+    my $ckey = $hmac->('Client Key', $salted);
+    my $proof = $ckey ^ $hmac->($auth, $stored);
+    $c->send("<response $SASL>"
+        . encode_base64("$final,p=" . encode_base64($proof, ''), '')
+        . '</response>');
+    my $a = $c->read_element // '';
+    my $v = 0;
+    if ($a =~ m{^<success[^>]*>([^<]+)</success>}) {
+        $v = decode_base64($1) eq 'v=' . encode_base64($hmac->($auth,
+            $server), '');
+    }
+    return ($first =~ /^r=\Q$nonce\E/ ? $a : "nonce: $first", $v);
+}
+
+# bound($c): the stream restarted with the backend, and a resource bound
+sub bound {
+    my ($c) = @_;
+    $c->open_stream('example.com');
+    $c->read_element;
+    $c->read_element;
+    $c->send("<iq type='set' id='b1'><bind"
+        . " xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        . "<resource>sc</resource></bind></iq>");
+    return $c->read_element // '';
+}
+
+###############################################################################
+
+# offered: -PLUS with the binding types of TLS 1.3, of TLS 1.2
+
+my ($c, $f) = stream();
+like($f, qr{<mechanism>SCRAM-SHA-256-PLUS</mechanism><mechanism>SCRAM-SHA-1-PLUS</mechanism><mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism><mechanism>PLAIN</mechanism>},
+    'mechanisms in order of preference');
+like($f, qr{<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'><channel-binding type='tls-exporter'/><channel-binding type='tls-server-end-point'/></sasl-channel-binding>},
+    'TLS 1.3: tls-exporter and tls-server-end-point');
+
+my ($a, $v) = scram($c);
+like($a, qr{^<success $SASL>}, 'SCRAM-SHA-256-PLUS tls-exporter: success');
+ok($v, 'server signature verified');
+like(bound($c), qr{<jid>alice\@example\.com/sc</jid>}, 'bound on Prosody');
+$c->close;
+
+like($t->read_file('error.log'),
+    qr/client authenticated with SCRAM-SHA-256-PLUS, channel binding tls-exporter/,
+    'error log names the mechanism and binding');
+
+my @log = XT::XmppProxy::auth_log($t);
+is(join('|', @{$log[-1]}[0 .. 2]), 'scram-sha-256|alice@example.com|',
+    'auth_http: method, canonical user, no password');
+
+($c) = stream();
+($a, $v) = scram($c, cb => 'tls-server-end-point');
+ok($a =~ /^<success/ && $v, 'tls-server-end-point: success, verified');
+$c->close;
+
+($c) = stream();
+($a, $v) = scram($c, mech => 'SCRAM-SHA-1');
+ok($a =~ /^<success/ && $v, 'SCRAM-SHA-1 without binding: success');
+like(bound($c), qr{<jid>alice\@example\.com/sc</jid>}, 'SCRAM-SHA-1: bound');
+$c->close;
+
+($c) = stream();
+($a, $v) = scram($c, mech => 'SCRAM-SHA-1-PLUS', user => 'ALICE');
+ok($a =~ /^<success/ && $v, 'SCRAM-SHA-1-PLUS, username ALICE: success');
+like(bound($c), qr{<jid>alice\@example\.com/sc</jid>},
+    'canonical account bound');
+$c->close;
+
+# TLS 1.2: tls-unique instead of tls-exporter
+
+($c, $f) = stream(SSL_version => 'TLSv1_2');
+like($f, qr{<channel-binding type='tls-unique'/><channel-binding type='tls-server-end-point'/>},
+    'TLS 1.2: tls-unique and tls-server-end-point');
+($a, $v) = scram($c, cb => 'tls-exporter');
+like($a, qr{<not-authorized/>}, 'TLS 1.2: tls-exporter refused');
+($a, $v) = scram($c, cb => 'tls-unique');
+ok($a =~ /^<success/ && $v, 'TLS 1.2: tls-unique success, verified');
+$c->close;
+
+# failures: each answered, the stream goes on, the next attempt works
+
+($c) = stream();
+($a) = scram($c, password => 'wrong');
+like($a, qr{<failure $SASL><not-authorized/></failure>}, 'wrong proof');
+($a) = scram($c, tamper_cb => 1);
+like($a, qr{<not-authorized/>}, 'binding data of another session');
+($a) = scram($c, data_type => 'tls-server-end-point');
+like($a, qr{<not-authorized/>}, 'binding data of another type');
+($a) = scram($c, tamper_nonce => 1);
+like($a, qr{<not-authorized/>}, 'nonce changed');
+($a) = scram($c, mech => 'SCRAM-SHA-256', gs2 => 'y,,');
+like($a, qr{<not-authorized/>}, '"y" after -PLUS was offered: downgrade');
+($a) = scram($c, mech => 'SCRAM-SHA-256', gs2 => 'p=tls-exporter,,');
+like($a, qr{<malformed-request/>}, 'p= on a mechanism without -PLUS');
+($a) = scram($c, gs2 => 'n,,');
+like($a, qr{<malformed-request/>}, '-PLUS without binding');
+($a) = scram($c, cb => 'tls-unique-for-telnet');
+like($a, qr{<not-authorized/>}, 'unknown binding type');
+($a) = scram($c, gs2 => 'p=tls-exporter,a=bob,');
+like($a, qr{<invalid-authzid/>}, 'authzid of another account');
+($a) = scram($c, gs2 => 'p=tls-exporter,a=alice@example.com,');
+like($a, qr{^<success}, 'retry on the same stream: success, own authzid');
+$c->close;
+
+($c) = stream();
+$c->send("<auth $SASL mechanism='SCRAM-SHA-256'>"
+    . encode_base64('n,,m=x,n=alice,r=abc', '') . '</auth>');
+like($c->read_element, qr{<malformed-request/>}, 'mandatory extension');
+$c->send("<auth $SASL mechanism='SCRAM-SHA-256'>"
+    . encode_base64('n,,n=al=ice,r=abc', '') . '</auth>');
+like($c->read_element, qr{<malformed-request/>}, 'bad saslname escape');
+$c->send("<auth $SASL mechanism='SCRAM-SHA-256'>"
+    . encode_base64('n,,n=alice,r=' . 'x' x 2000, '') . '</auth>');
+like($c->read_element // '', qr{<malformed-request/>|policy-violation},
+    'oversized client-first');
+$c->close;
+
+# the auth server's part: unknown keys, broken keys
+
+my $n = () = XT::XmppProxy::auth_log($t);
+($c) = stream();
+($a) = scram($c, user => 'bob');
+like($a, qr{<temporary-auth-failure/>}, 'no SCRAM keys: temporary failure');
+($a) = scram($c, user => 'broken');
+like($a, qr{<temporary-auth-failure/>}, 'keys of the wrong size');
+($a, $v) = scram($c);
+ok($a =~ /^<success/ && $v, 'then alice: success');
+$c->close;
+
+like($t->read_file('error.log'),
+    qr/auth http server did not send valid SCRAM keys/,
+    'error log: auth server did not send keys');
+
+# no initial response: the empty challenge asks for client-first
+
+($c) = stream();
+$c->send("<auth $SASL mechanism='SCRAM-SHA-256'/>");
+like($c->read_element, qr{^<challenge $SASL/>}, 'no initial response: '
+    . 'empty challenge');
+$c->send("<response $SASL>"
+    . encode_base64('n,,n=alice,r=0123456789', '') . '</response>');
+like($c->read_element, qr{^<challenge $SASL>[^<]+</challenge>},
+    'client-first in a response: server-first');
+$c->close;
+
+###############################################################################
