@@ -15,7 +15,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use Digest::SHA qw/sha1 sha256 hmac_sha1 hmac_sha256/;
 use MIME::Base64 qw/encode_base64 decode_base64/;
 use Net::SSLeay;
 use Test::More;
@@ -32,66 +31,33 @@ my $p = XT::Prosody->new(dir => $t->testdir . '/prosody',
     users => [['alice', 'example.com', 'alice-backend-pw'],
               ['bob', 'example.com', 'bob-pw']]);
 
-my %H = ('SHA-1' => [\&sha1, \&hmac_sha1], 'SHA-256' => [\&sha256,
-    \&hmac_sha256]);
-
-# keys($hash, $password, $salt, $i): StoredKey and ServerKey, RFC 5802
-sub keys_of {
-    my ($hash, $pw, $salt, $i) = @_;
-    my ($h, $hmac) = @{$H{$hash}};
-    my $u = $hmac->($salt . "\0\0\0\1", $pw);
-    my $salted = $u;
-    for (2 .. $i) { $u = $hmac->($u, $pw); $salted ^= $u; }
-    return ($h->($hmac->('Client Key', $salted)),
-        $hmac->('Server Key', $salted), $salted);
-}
-
-my $salt = 'salt-of-alice-16';
-my %maps;
-for my $m (['scram-sha-1', 'SHA-1'], ['scram-sha-256', 'SHA-256']) {
-    my ($stored, $server) = keys_of($m->[1], 'alice-scram-pw', $salt, 4096);
-    $maps{$m->[0]} = [map { encode_base64($_, '') } $stored, $server];
-}
-
-my $b64salt = encode_base64($salt, '');
-
 $t->gen_cert('xmpp', cn => 'example.com');
 $t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
     backend => $p->port,
     mail => 'xmpp_auth plain scram-sha-1 scram-sha-256; max_errors 10;',
-    http => <<"EOF",
-    map "\$http_auth_method:\$http_auth_user" \$xt_stored {
-        "scram-sha-1:alice\@example.com"    "$maps{'scram-sha-1'}[0]";
-        "scram-sha-256:alice\@example.com"  "$maps{'scram-sha-256'}[0]";
-        "scram-sha-256:broken\@example.com" "bm90LWEta2V5";
-        default  "";
+    scram => { 'alice@example.com' => ['alice-scram-pw', 'alice-backend-pw'] },
+
+    # bob: OK without keys; broken: keys of no hash's size
+    http => <<'EOF',
+    map $http_auth_user $xt_extra_pass {
+        "~^(bob|broken)@"  bob-pw;
+        default            "";
     }
-    map "\$http_auth_method:\$http_auth_user" \$xt_server {
-        "scram-sha-1:alice\@example.com"    "$maps{'scram-sha-1'}[1]";
-        "scram-sha-256:alice\@example.com"  "$maps{'scram-sha-256'}[1]";
-        "scram-sha-256:broken\@example.com" "bm90LWEta2V5";
-        default  "";
+    map $http_auth_user $xt_broken {
+        broken@example.com  "bm90LWEta2V5";
+        default             "";
     }
-    map \$xt_stored \$xt_salt {
-        ""       "";
-        default  "$b64salt";
-    }
-    map \$xt_stored \$xt_iterations {
+    map $xt_broken $xt_broken_i {
         ""       "";
         default  4096;
     }
-    map "\$http_auth_method:\$http_auth_user" \$xt_backend_pass {
-        "~^scram-sha-[0-9]+:alice\@"   alice-backend-pw;
-        "~^scram-sha-256:(bob|broken)\@"  bob-pw;
-        default  "";
-    }
 EOF
     auth => <<'EOF',
-            add_header Auth-SCRAM-Salt $xt_salt;
-            add_header Auth-SCRAM-Iterations $xt_iterations;
-            add_header Auth-SCRAM-StoredKey $xt_stored;
-            add_header Auth-SCRAM-ServerKey $xt_server;
-            add_header Auth-Pass $xt_backend_pass;
+            add_header Auth-Pass $xt_extra_pass;
+            add_header Auth-SCRAM-Salt $xt_broken;
+            add_header Auth-SCRAM-Iterations $xt_broken_i;
+            add_header Auth-SCRAM-StoredKey $xt_broken;
+            add_header Auth-SCRAM-ServerKey $xt_broken;
 EOF
 ));
 $t->run();
@@ -148,9 +114,9 @@ sub scram {
     my $cbdata = $gs2 =~ /^p=/ ? cb_data($c, $o{data_type} // $cb) : '';
     $cbdata ^= "\1" if $o{tamper_cb};
     my $final = 'c=' . encode_base64($gs2 . $cbdata, '') . ",r=$r";
-    my ($stored, $server, $salted) = keys_of($hash,
+    my ($stored, $server, $salted) = XT::XmppProxy::scram_keys($hash,
         $o{password} // 'alice-scram-pw', decode_base64($s), $i);
-    my ($h, $hmac) = @{$H{$hash}};
+    my $hmac = XT::XmppProxy::scram_hmac($hash);
     my $auth = "$bare,$first,$final";
     my $ckey = $hmac->('Client Key', $salted);
     my $proof = $ckey ^ $hmac->($auth, $stored);

@@ -22,9 +22,67 @@ package XT::XmppProxy;
 # request is logged in auth.log as the values of its headers, separated
 # by "|":  method user pass protocol attempt client-ip ssl salt.
 # The certificate is TESTDIR/xmpp.crt for example.com (gen_cert called).
+#
+# SCRAM: conf(..., scram => { 'alice@example.com' => [$scram_pw,
+# $backend_pw], ... }) makes the endpoint answer scram-sha-1 and
+# scram-sha-256 requests for those accounts with their keys (salt
+# "salt-of-<localpart>", 4096 iterations) and the backend password as
+# Auth-Pass; scram_keys($hash, $password, $salt, $i) gives StoredKey,
+# ServerKey and SaltedPassword (RFC 5802) for a test's own client.
 
 use strict;
 use warnings;
+
+use Digest::SHA qw/sha1 sha256 hmac_sha1 hmac_sha256/;
+use MIME::Base64 qw/encode_base64/;
+
+my %HASH = ('SHA-1' => [\&sha1, \&hmac_sha1],
+    'SHA-256' => [\&sha256, \&hmac_sha256]);
+
+# scram_keys($hash, $password, $salt, $i): (StoredKey, ServerKey,
+# SaltedPassword), raw bytes; SaltedPassword is PBKDF2 with one block
+sub scram_keys {
+    my ($hash, $pw, $salt, $i) = @_;
+    my ($h, $hmac) = @{$HASH{$hash}};
+    my $u = $hmac->($salt . "\0\0\0\1", $pw);
+    my $salted = $u;
+    for (2 .. $i) { $u = $hmac->($u, $pw); $salted ^= $u; }
+    return ($h->($hmac->('Client Key', $salted)),
+        $hmac->('Server Key', $salted), $salted);
+}
+
+# scram_hmac($hash): the HMAC function of the hash, called (data, key)
+sub scram_hmac { $HASH{$_[0]}[1] }
+
+# the maps and headers of the SCRAM answers for conf(scram => ...)
+sub _scram {
+    my ($users) = @_;
+    my %map;
+    for my $user (sort keys %$users) {
+        my ($pw, $backend) = @{$users->{$user}};
+        my $s = 'salt-of-' . ($user =~ s/\@.*//r);
+        for my $m (['scram-sha-1', 'SHA-1'], ['scram-sha-256', 'SHA-256']) {
+            my ($stored, $server) = scram_keys($m->[1], $pw, $s, 4096);
+            my $k = qq{        "$m->[0]:$user"};
+            $map{stored} .= "$k " . encode_base64($stored, '') . ";\n";
+            $map{server} .= "$k " . encode_base64($server, '') . ";\n";
+            $map{salt} .= "$k " . encode_base64($s, '') . ";\n";
+            $map{backend_pass} .= "$k $backend;\n";
+        }
+    }
+    my $http = '';
+    for my $v (qw/stored server salt backend_pass/) {
+        $http .= "    map \"\$http_auth_method:\$http_auth_user\""
+            . " \$xt_scram_$v {\n$map{$v}        default \"\";\n    }\n";
+    }
+    $http .= "    map \$xt_scram_salt \$xt_scram_iterations {\n"
+        . "        \"\" \"\";\n        default 4096;\n    }\n";
+    my $auth = join '', map { "            add_header $_->[0] \$xt_scram_$_->[1];\n" }
+        ['Auth-SCRAM-Salt', 'salt'], ['Auth-SCRAM-Iterations', 'iterations'],
+        ['Auth-SCRAM-StoredKey', 'stored'], ['Auth-SCRAM-ServerKey', 'server'],
+        ['Auth-Pass', 'backend_pass'];
+    return ($http, $auth);
+}
 
 sub conf {
     my (%o) = @_;
@@ -34,6 +92,12 @@ sub conf {
     my $auth = $o{auth} // '';
     my $http = $o{http} // '';
     my $backend = $o{backend} // die "XT::XmppProxy: backend port needed\n";
+
+    if ($o{scram}) {
+        my ($h, $a) = _scram($o{scram});
+        $http .= $h;
+        $auth .= $a;
+    }
 
     return <<"EOF";
 %%TEST_GLOBALS%%
