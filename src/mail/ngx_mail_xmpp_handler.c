@@ -30,6 +30,8 @@ static ngx_int_t ngx_mail_xmpp_auth_scram_final(ngx_mail_session_t *s,
 #endif
 static ngx_int_t ngx_mail_xmpp_decode(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_str_t *dst);
+static ngx_int_t ngx_mail_xmpp_identity(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_str_t *authcid, ngx_str_t *authzid);
 static ngx_int_t ngx_mail_xmpp_account(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_str_t *name, ngx_str_t *jid, ngx_uint_t *cond);
 static ngx_int_t ngx_mail_xmpp_server_stream(ngx_mail_session_t *s,
@@ -770,14 +772,9 @@ ngx_mail_xmpp_auth_mech(ngx_mail_session_t *s, ngx_connection_t *c)
 static ngx_int_t
 ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    u_char               *p, *last, *nul1, *nul2;
-    ngx_int_t             rc;
-    ngx_str_t             plain, authzid, authcid, passwd, login, jid;
-    ngx_uint_t            cond;
-    ngx_mail_xmpp_ctx_t  *ctx;
-    u_char                buf[NGX_MAIL_XMPP_LOG_LEN];
-
-    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+    u_char     *p, *last, *nul1, *nul2;
+    ngx_int_t   rc;
+    ngx_str_t   plain, authzid, authcid, passwd;
 
     s->mail_state = ngx_xmpp_start;
 
@@ -823,44 +820,12 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
     passwd.data = nul2 + 1;
     passwd.len = last - passwd.data;
 
-    /* Auth-User is always the account's canonical "localpart@domain" */
-
-    rc = ngx_mail_xmpp_account(s, c, &authcid, &login, &cond);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
+    rc = ngx_mail_xmpp_identity(s, c, &authcid, &authzid);
 
     if (rc != NGX_OK) {
-        authcid = ngx_mail_xmpp_log_value(buf, sizeof(buf), &authcid);
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client sent authcid \"%V\" that is not an account "
-                      "of \"%V\"", &authcid, &ctx->host);
-        return ngx_mail_xmpp_sasl_failure(s, c, cond, NULL);
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
     }
 
-    if (authzid.len) {
-        rc = ngx_mail_xmpp_account(s, c, &authzid, &jid, &cond);
-
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (rc != NGX_OK
-            || jid.len != login.len
-            || ngx_strncmp(jid.data, login.data, login.len) != 0)
-        {
-            authzid = ngx_mail_xmpp_log_value(buf, sizeof(buf), &authzid);
-            ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                          "client sent authzid \"%V\" that is not \"%V\"",
-                          &authzid, &login);
-            return ngx_mail_xmpp_sasl_failure(s, c,
-                                              NGX_XMPP_SASL_INVALID_AUTHZID,
-                                              NULL);
-        }
-    }
-
-    s->login = login;
     s->passwd = passwd;
     s->auth_method = NGX_MAIL_AUTH_PLAIN;
 
@@ -876,12 +841,11 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
 static ngx_int_t
 ngx_mail_xmpp_auth_scram(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    ngx_int_t                   rc;
-    ngx_str_t                   msg, user, authzid, login, jid;
-    ngx_uint_t                  cond;
-    ngx_mail_xmpp_ctx_t        *ctx;
-    ngx_mail_xmpp_scram_t      *sc;
-    u_char                      buf[NGX_MAIL_XMPP_LOG_LEN];
+    ngx_int_t               rc;
+    ngx_str_t               msg, user, authzid;
+    ngx_uint_t              cond;
+    ngx_mail_xmpp_ctx_t    *ctx;
+    ngx_mail_xmpp_scram_t  *sc;
 
     /*
      * client-first: the account is checked and made canonical as for
@@ -920,42 +884,12 @@ ngx_mail_xmpp_auth_scram(ngx_mail_session_t *s, ngx_connection_t *c)
         return ngx_mail_xmpp_sasl_failure(s, c, cond, NULL);
     }
 
-    rc = ngx_mail_xmpp_account(s, c, &user, &login, &cond);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
+    rc = ngx_mail_xmpp_identity(s, c, &user, &authzid);
 
     if (rc != NGX_OK) {
-        user = ngx_mail_xmpp_log_value(buf, sizeof(buf), &user);
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client sent SCRAM username \"%V\" that is not an "
-                      "account of \"%V\"", &user, &ctx->host);
-        return ngx_mail_xmpp_sasl_failure(s, c, cond, NULL);
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
     }
 
-    if (authzid.len) {
-        rc = ngx_mail_xmpp_account(s, c, &authzid, &jid, &cond);
-
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (rc != NGX_OK
-            || jid.len != login.len
-            || ngx_strncmp(jid.data, login.data, login.len) != 0)
-        {
-            authzid = ngx_mail_xmpp_log_value(buf, sizeof(buf), &authzid);
-            ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                          "client sent authzid \"%V\" that is not \"%V\"",
-                          &authzid, &login);
-            return ngx_mail_xmpp_sasl_failure(s, c,
-                                              NGX_XMPP_SASL_INVALID_AUTHZID,
-                                              NULL);
-        }
-    }
-
-    s->login = login;
     s->auth_method = sc->method;
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
@@ -1064,6 +998,72 @@ ngx_mail_xmpp_decode(ngx_mail_session_t *s, ngx_connection_t *c,
 
     ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "client sent invalid base64 in SASL %V", &ctx->mech->name);
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_identity(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_str_t *authcid, ngx_str_t *authzid)
+{
+    ngx_int_t             rc;
+    ngx_str_t             login, jid, name;
+    ngx_uint_t            cond;
+    ngx_mail_xmpp_ctx_t  *ctx;
+    u_char                buf[NGX_MAIL_XMPP_LOG_LEN];
+
+    /*
+     * Auth-User is always the account's canonical "localpart@domain", and
+     * an authzid must name the same account; NGX_DECLINED: the failure
+     * is in s->out
+     */
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    rc = ngx_mail_xmpp_account(s, c, authcid, &login, &cond);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        name = ngx_mail_xmpp_log_value(buf, sizeof(buf), authcid);
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client sent authcid \"%V\" that is not an account "
+                      "of \"%V\"", &name, &ctx->host);
+        goto failed;
+    }
+
+    if (authzid->len) {
+        rc = ngx_mail_xmpp_account(s, c, authzid, &jid, &cond);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc != NGX_OK
+            || jid.len != login.len
+            || ngx_strncmp(jid.data, login.data, login.len) != 0)
+        {
+            name = ngx_mail_xmpp_log_value(buf, sizeof(buf), authzid);
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "client sent authzid \"%V\" that is not \"%V\"",
+                          &name, &login);
+            cond = NGX_XMPP_SASL_INVALID_AUTHZID;
+            goto failed;
+        }
+    }
+
+    s->login = login;
+
+    return NGX_OK;
+
+failed:
+
+    if (ngx_mail_xmpp_sasl_failure(s, c, cond, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return NGX_DECLINED;
 }
