@@ -15,12 +15,12 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use MIME::Base64 qw/encode_base64 decode_base64/;
-use Net::SSLeay;
+use MIME::Base64 qw/encode_base64/;
 use Test::More;
 
 use XT::Nginx;
 use XT::Prosody;
+use XT::Scram;
 use XT::XMPP;
 use XT::XmppProxy;
 
@@ -76,62 +76,6 @@ sub stream {
     return ($c, $c->read_element // '');
 }
 
-# cb_data($c, $type): the binding data the client computes for its session
-sub cb_data {
-    my ($c, $type) = @_;
-    my $ssl = $c->socket->_get_ssl_object;
-    if ($type eq 'tls-exporter') {
-        return Net::SSLeay::export_keying_material($ssl, 32,
-            'EXPORTER-Channel-Binding');
-    }
-    if ($type eq 'tls-unique') {
-        # the client's own Finished in a full handshake
-        my $n = Net::SSLeay::get_finished($ssl, my $buf);
-        return substr($buf, 0, $n);
-    }
-    my $cert = Net::SSLeay::get_peer_certificate($ssl);
-    return Net::SSLeay::X509_digest($cert,
-        Net::SSLeay::EVP_get_digestbyname('sha256'));
-}
-
-# scram($c, %o): one SCRAM exchange; returns (answer, verified)
-sub scram {
-    my ($c, %o) = @_;
-    my $mech = $o{mech} // 'SCRAM-SHA-256-PLUS';
-    my $hash = $mech =~ /SHA-256/ ? 'SHA-256' : 'SHA-1';
-    my $cb = $o{cb} // 'tls-exporter';
-    my $gs2 = $o{gs2} // ($mech =~ /PLUS/ ? "p=$cb,," : 'n,,');
-    my $nonce = $o{nonce} // 'abcdefghijklmnopqrstuvwx';
-    my $bare = 'n=' . ($o{user} // 'alice') . ",r=$nonce";
-    $c->send("<auth $SASL mechanism='$mech'>"
-        . encode_base64($gs2 . $bare, '') . '</auth>');
-    my $ch = $c->read_element // '';
-    return ($ch, 0) unless $ch =~ m{^<challenge[^>]*>([^<]*)</challenge>};
-    my $first = decode_base64($1);
-    my ($r, $s, $i) = $first =~ /^r=([^,]+),s=([^,]+),i=(\d+)$/
-        or return ("bad server-first: $first", 0);
-    $r = substr($r, 0, -1) . 'X' if $o{tamper_nonce};
-    my $cbdata = $gs2 =~ /^p=/ ? cb_data($c, $o{data_type} // $cb) : '';
-    $cbdata ^= "\1" if $o{tamper_cb};
-    my $final = 'c=' . encode_base64($gs2 . $cbdata, '') . ",r=$r";
-    my ($stored, $server, $salted) = XT::XmppProxy::scram_keys($hash,
-        $o{password} // 'alice-scram-pw', decode_base64($s), $i);
-    my $hmac = XT::XmppProxy::scram_hmac($hash);
-    my $auth = "$bare,$first,$final";
-    my $ckey = $hmac->('Client Key', $salted);
-    my $proof = $ckey ^ $hmac->($auth, $stored);
-    $c->send("<response $SASL>"
-        . encode_base64("$final,p=" . encode_base64($proof, ''), '')
-        . '</response>');
-    my $a = $c->read_element // '';
-    my $v = 0;
-    if ($a =~ m{^<success[^>]*>([^<]+)</success>}) {
-        $v = decode_base64($1) eq 'v=' . encode_base64($hmac->($auth,
-            $server), '');
-    }
-    return ($first =~ /^r=\Q$nonce\E/ ? $a : "nonce: $first", $v);
-}
-
 # bound($c): the stream restarted with the backend, and a resource bound
 sub bound {
     my ($c) = @_;
@@ -154,7 +98,7 @@ like($f, qr{<mechanism>SCRAM-SHA-256-PLUS</mechanism><mechanism>SCRAM-SHA-1-PLUS
 like($f, qr{<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'><channel-binding type='tls-exporter'/><channel-binding type='tls-server-end-point'/></sasl-channel-binding>},
     'TLS 1.3: tls-exporter and tls-server-end-point');
 
-my ($a, $v) = scram($c);
+my ($a, $v) = XT::Scram::exchange($c);
 like($a, qr{^<success $SASL>}, 'SCRAM-SHA-256-PLUS tls-exporter: success');
 ok($v, 'server signature verified');
 like(bound($c), qr{<jid>alice\@example\.com/sc</jid>}, 'bound on Prosody');
@@ -169,18 +113,18 @@ is(join('|', @{$log[-1]}[0 .. 2]), 'scram-sha-256|alice@example.com|',
     'auth_http: method, canonical user, no password');
 
 ($c) = stream();
-($a, $v) = scram($c, cb => 'tls-server-end-point');
+($a, $v) = XT::Scram::exchange($c, cb => 'tls-server-end-point');
 ok($a =~ /^<success/ && $v, 'tls-server-end-point: success, verified');
 $c->close;
 
 ($c) = stream();
-($a, $v) = scram($c, mech => 'SCRAM-SHA-1');
+($a, $v) = XT::Scram::exchange($c, mech => 'SCRAM-SHA-1');
 ok($a =~ /^<success/ && $v, 'SCRAM-SHA-1 without binding: success');
 like(bound($c), qr{<jid>alice\@example\.com/sc</jid>}, 'SCRAM-SHA-1: bound');
 $c->close;
 
 ($c) = stream();
-($a, $v) = scram($c, mech => 'SCRAM-SHA-1-PLUS', user => 'ALICE');
+($a, $v) = XT::Scram::exchange($c, mech => 'SCRAM-SHA-1-PLUS', user => 'ALICE');
 ok($a =~ /^<success/ && $v, 'SCRAM-SHA-1-PLUS, username ALICE: success');
 like(bound($c), qr{<jid>alice\@example\.com/sc</jid>},
     'canonical account bound');
@@ -191,34 +135,34 @@ $c->close;
 ($c, $f) = stream(SSL_version => 'TLSv1_2');
 like($f, qr{<channel-binding type='tls-unique'/><channel-binding type='tls-server-end-point'/>},
     'TLS 1.2: tls-unique and tls-server-end-point');
-($a, $v) = scram($c, cb => 'tls-exporter');
+($a, $v) = XT::Scram::exchange($c, cb => 'tls-exporter');
 like($a, qr{<not-authorized/>}, 'TLS 1.2: tls-exporter refused');
-($a, $v) = scram($c, cb => 'tls-unique');
+($a, $v) = XT::Scram::exchange($c, cb => 'tls-unique');
 ok($a =~ /^<success/ && $v, 'TLS 1.2: tls-unique success, verified');
 $c->close;
 
 # failures: each answered, the stream goes on, the next attempt works
 
 ($c) = stream();
-($a) = scram($c, password => 'wrong');
+($a) = XT::Scram::exchange($c, password => 'wrong');
 like($a, qr{<failure $SASL><not-authorized/></failure>}, 'wrong proof');
-($a) = scram($c, tamper_cb => 1);
+($a) = XT::Scram::exchange($c, tamper_cb => 1);
 like($a, qr{<not-authorized/>}, 'binding data of another session');
-($a) = scram($c, data_type => 'tls-server-end-point');
+($a) = XT::Scram::exchange($c, data_type => 'tls-server-end-point');
 like($a, qr{<not-authorized/>}, 'binding data of another type');
-($a) = scram($c, tamper_nonce => 1);
+($a) = XT::Scram::exchange($c, tamper_nonce => 1);
 like($a, qr{<not-authorized/>}, 'nonce changed');
-($a) = scram($c, mech => 'SCRAM-SHA-256', gs2 => 'y,,');
+($a) = XT::Scram::exchange($c, mech => 'SCRAM-SHA-256', gs2 => 'y,,');
 like($a, qr{<not-authorized/>}, '"y" after -PLUS was offered: downgrade');
-($a) = scram($c, mech => 'SCRAM-SHA-256', gs2 => 'p=tls-exporter,,');
+($a) = XT::Scram::exchange($c, mech => 'SCRAM-SHA-256', gs2 => 'p=tls-exporter,,');
 like($a, qr{<malformed-request/>}, 'p= on a mechanism without -PLUS');
-($a) = scram($c, gs2 => 'n,,');
+($a) = XT::Scram::exchange($c, gs2 => 'n,,');
 like($a, qr{<malformed-request/>}, '-PLUS without binding');
-($a) = scram($c, cb => 'tls-unique-for-telnet');
+($a) = XT::Scram::exchange($c, cb => 'tls-unique-for-telnet');
 like($a, qr{<not-authorized/>}, 'unknown binding type');
-($a) = scram($c, gs2 => 'p=tls-exporter,a=bob,');
+($a) = XT::Scram::exchange($c, gs2 => 'p=tls-exporter,a=bob,');
 like($a, qr{<invalid-authzid/>}, 'authzid of another account');
-($a) = scram($c, gs2 => 'p=tls-exporter,a=alice@example.com,');
+($a) = XT::Scram::exchange($c, gs2 => 'p=tls-exporter,a=alice@example.com,');
 like($a, qr{^<success}, 'retry on the same stream: success, own authzid');
 $c->close;
 
@@ -239,11 +183,11 @@ $c->close;
 
 my $n = () = XT::XmppProxy::auth_log($t);
 ($c) = stream();
-($a) = scram($c, user => 'bob');
+($a) = XT::Scram::exchange($c, user => 'bob');
 like($a, qr{<temporary-auth-failure/>}, 'no SCRAM keys: temporary failure');
-($a) = scram($c, user => 'broken');
+($a) = XT::Scram::exchange($c, user => 'broken');
 like($a, qr{<temporary-auth-failure/>}, 'keys of the wrong size');
-($a, $v) = scram($c);
+($a, $v) = XT::Scram::exchange($c);
 ok($a =~ /^<success/ && $v, 'then alice: success');
 $c->close;
 
