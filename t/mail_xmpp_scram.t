@@ -34,7 +34,8 @@ my $p = XT::Prosody->new(dir => $t->testdir . '/prosody',
 $t->gen_cert('xmpp', cn => 'example.com');
 $t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
     backend => $p->port,
-    mail => 'xmpp_auth plain scram-sha-1 scram-sha-256; max_errors 10;',
+    mail => 'xmpp_auth plain scram-sha-1 scram-sha-256; max_errors 10;'
+        . ' ssl_protocols TLSv1.2 TLSv1.3;',
     scram => { 'alice@example.com' => ['alice-scram-pw', 'alice-backend-pw'] },
 
     # bob: OK without keys; broken: keys of no hash's size

@@ -43,6 +43,7 @@ my $conf = XT::XmppProxy::conf(backend => $p->port, scram => $scram,
 $conf =~ s/\}\s*$/    server {
         listen 127.0.0.1:%%PORT_5224%% ssl;
         protocol xmpp;
+        ssl_protocols TLSv1.2 TLSv1.3;
         xmpp_auth plain scram-sha-1 scram-sha-256;
     }
 }

@@ -569,8 +569,15 @@ ngx_mail_xmpp_features_conf(ngx_conf_t *cf, ngx_str_t *out, ngx_str_t *first,
     out->len = len;
 
     p = ngx_cpymem(p, features_start, sizeof(features_start) - 1);
-    p = ngx_cpymem(p, first->data, first->len);
-    p = ngx_cpymem(p, second->data, second->len);
+
+    if (first->len) {
+        p = ngx_cpymem(p, first->data, first->len);
+    }
+
+    if (second->len) {
+        p = ngx_cpymem(p, second->data, second->len);
+    }
+
     ngx_memcpy(p, features_end, sizeof(features_end) - 1);
 
     return NGX_OK;

@@ -33,7 +33,7 @@ my $p = XT::Prosody->new(dir => $t->testdir . '/prosody',
 $t->gen_cert('xmpp', cn => 'example.com');
 $t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
     backend => $p->port,
-    mail => 'xmpp_auth plain scram-sha-256;',
+    mail => 'xmpp_auth plain scram-sha-256; ssl_protocols TLSv1.3;',
     scram => { 'alice@example.com' => ['alice-scram-pw', 'alice-backend-pw'] },
 ));
 $t->run();
