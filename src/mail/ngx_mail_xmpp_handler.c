@@ -892,6 +892,10 @@ ngx_mail_xmpp_auth_scram(ngx_mail_session_t *s, ngx_connection_t *c)
 
     s->auth_method = sc->method;
 
+    /* no password to send: the auth server must return one (Auth-Pass) */
+
+    ngx_str_set(&s->passwd, "");
+
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
                    "xmpp auth %V: \"%V\"", &ctx->mech->name, &s->login);
 
@@ -1485,7 +1489,15 @@ ngx_mail_xmpp_auth_done(ngx_mail_session_t *s, ngx_addr_t *peer)
         c = s->connection;
         ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-        rc = ngx_mail_xmpp_scram_server_first(ctx->scram, c, &s->out);
+        if (s->passwd.len == 0) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "auth http server did not send password for "
+                          "the backend login after SCRAM");
+            rc = NGX_DECLINED;
+
+        } else {
+            rc = ngx_mail_xmpp_scram_server_first(ctx->scram, c, &s->out);
+        }
 
         if (rc == NGX_OK) {
             ctx->scram->peer = peer;
