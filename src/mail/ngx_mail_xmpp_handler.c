@@ -786,11 +786,7 @@ ngx_mail_xmpp_auth_plain(ngx_mail_session_t *s, ngx_connection_t *c)
     rc = ngx_mail_xmpp_decode(s, c, &plain);
 
     if (rc != NGX_OK) {
-        return (rc == NGX_DECLINED)
-               ? ngx_mail_xmpp_sasl_failure(s, c,
-                                            NGX_XMPP_SASL_INCORRECT_ENCODING,
-                                            NULL)
-               : NGX_ERROR;
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
     }
 
     /* RFC 4616: [authzid] NUL authcid NUL passwd */
@@ -871,11 +867,7 @@ ngx_mail_xmpp_auth_scram(ngx_mail_session_t *s, ngx_connection_t *c)
     rc = ngx_mail_xmpp_decode(s, c, &msg);
 
     if (rc != NGX_OK) {
-        return (rc == NGX_DECLINED)
-               ? ngx_mail_xmpp_sasl_failure(s, c,
-                                            NGX_XMPP_SASL_INCORRECT_ENCODING,
-                                            NULL)
-               : NGX_ERROR;
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
     }
 
     if (ngx_mail_xmpp_scram_client_first(sc, c, &msg, &user, &authzid, &cond)
@@ -920,11 +912,13 @@ ngx_mail_xmpp_auth_scram_final(ngx_mail_session_t *s, ngx_connection_t *c)
     s->mail_state = ngx_xmpp_start;
 
     rc = ngx_mail_xmpp_decode(s, c, &msg);
-    cond = NGX_XMPP_SASL_INCORRECT_ENCODING;
 
-    if (rc == NGX_OK) {
-        rc = ngx_mail_xmpp_scram_client_final(sc, c, &msg, &cond);
+    if (rc != NGX_OK) {
+        ngx_mail_xmpp_scram_reset(sc);
+        return (rc == NGX_DECLINED) ? NGX_OK : NGX_ERROR;
     }
+
+    rc = ngx_mail_xmpp_scram_client_final(sc, c, &msg, &cond);
 
     if (rc != NGX_OK) {
         ngx_mail_xmpp_scram_reset(sc);
@@ -977,7 +971,10 @@ ngx_mail_xmpp_decode(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_str_t             text;
     ngx_mail_xmpp_ctx_t  *ctx;
 
-    /* the base64 text of <auth/> or <response/>, "=" being empty */
+    /*
+     * the base64 text of <auth/> or <response/>, "=" being empty;
+     * NGX_DECLINED: invalid, the failure is in s->out
+     */
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
@@ -1002,6 +999,13 @@ ngx_mail_xmpp_decode(ngx_mail_session_t *s, ngx_connection_t *c,
 
     ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "client sent invalid base64 in SASL %V", &ctx->mech->name);
+
+    if (ngx_mail_xmpp_sasl_failure(s, c, NGX_XMPP_SASL_INCORRECT_ENCODING,
+                                   NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     return NGX_DECLINED;
 }
