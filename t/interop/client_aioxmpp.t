@@ -17,5 +17,7 @@ XT::Interop::need(system($XT::Interop::PYTHON, '-c', 'import aioxmpp') == 0,
     'python3-aioxmpp');
 
 my $ix = XT::Interop->new(name => 'aioxmpp');
-$ix->program_cells([$XT::Interop::PYTHON, "$FindBin::Bin/../lib/interop/aioxmpp_client.py"]);
+# aiosasl's SCRAM: SCRAM-SHA-256, the best nginx offers, without -PLUS
+$ix->program_cells([$XT::Interop::PYTHON, "$FindBin::Bin/../lib/interop/aioxmpp_client.py"],
+    scram => qr/^SCRAM-SHA-256$/);
 $ix->done;

@@ -41,6 +41,7 @@ my $ix = XT::Interop->new(name => '@xmpp/client');
 
 $ENV{NODE_TLS_REJECT_UNAUTHORIZED} = '0';    # self-signed certificate
 $ENV{NODE_NO_WARNINGS} = '1';
+# @xmpp/sasl-scram-sha-1: SCRAM-SHA-1 without -PLUS
 $ix->program_cells(['node', "$FindBin::Bin/../lib/interop/xmppjs_client.mjs",
-    '--modules', $mods]);
+    '--modules', $mods], scram => qr/^SCRAM-SHA-1$/);
 $ix->done;

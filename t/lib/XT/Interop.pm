@@ -24,12 +24,17 @@ package XT::Interop;
 #   $ix->t;  $ix->prosody;  $ix->ejabberd;  $ix->backend('ejabberd');
 #   $ix->domain('ejabberd');   # p.test (Prosody), e.test (ejabberd): the
 #                              # first of the backend's domains
-#   $ix->port('starttls');     # nginx: 'starttls' port or direct 'tls' port
+#   $ix->port('starttls');     # nginx: 'starttls' port, direct 'tls' port,
+#                              # or the 'scram' port
 #
-# nginx: a STARTTLS ("starttls only") and a direct TLS XMPP server, an
+# nginx: a STARTTLS ("starttls only") and a direct TLS XMPP server that
+# offer PLAIN, a third STARTTLS server (mode "scram") that also offers
+# SCRAM-SHA-1 and SCRAM-SHA-256 with their -PLUS variants, and an
 # auth_http endpoint (an http block of the same nginx) that sends
-# USER@p.test to Prosody and USER@e.test to ejabberd.  Every auth request
-# is logged in TESTDIR/auth.log as "user|protocol|client-ip|ssl|port".
+# USER@p.test to Prosody and USER@e.test to ejabberd and answers SCRAM
+# requests with the keys of the user's password ("USER-pw", also the
+# backend password).  Every auth request is logged in TESTDIR/auth.log as
+# "user|protocol|client-ip|ssl|port|method".
 # The certificate (self-signed, proxy.test, p.test, e.test) is
 # TESTDIR/xmpp.crt.
 #
@@ -52,7 +57,10 @@ package XT::Interop;
 # runs the program as "alice", answers its "ping TOKEN" with "pong TOKEN"
 # and checks: the login went through auth_http to the right backend and
 # the program bound a resource, bob got the ping from alice's full JID,
-# alice got the pong, the program exited 0.
+# alice got the pong, the program exited 0.  In mode "scram" the cell
+# also records the SASL mechanism (and channel binding) the program
+# chose, from nginx's error log, and checks it against the expectation
+# given to exchange() or program_cells() (scram => qr/.../).
 
 use strict;
 use warnings;
@@ -71,11 +79,14 @@ use XT::Nginx qw(repo_root);
 use XT::Prosody;
 use XT::Ejabberd;
 use XT::XMPP;
+use XT::XmppProxy;
 
 our $PYTHON = '/usr/bin/python3';
 
 my %DOMAIN = (prosody => 'p.test', ejabberd => 'e.test');
-my %MODE_TITLE = (starttls => 'STARTTLS', tls => 'direct TLS');
+my %MODE_TITLE = (starttls => 'STARTTLS', tls => 'direct TLS',
+    scram => 'SCRAM');
+my %MODE_PORT = (starttls => 5222, tls => 5223, scram => 5224);
 
 sub in_ci { ($ENV{CI} // '') =~ /^(?:1|true|yes)$/i }
 
@@ -148,11 +159,14 @@ sub backends { @{ $_[0]{backends} } }
 sub backend  { $_[0]{ $_[1] } }
 sub domain   { $_[0]{domains}{ $_[1] }[0] // die "XT::Interop: no backend $_[1]\n" }
 sub modes    { qw(starttls tls) }
+
+# the modes of a client program's cells: also STARTTLS with SCRAM offered
+sub client_modes { qw(starttls tls scram) }
 sub mode_title { $MODE_TITLE{ $_[1] } // $_[1] }
 
 sub port {
     my ($self, $mode) = @_;
-    return $self->{t}->port($mode eq 'tls' ? 5223 : 5222);
+    return $self->{t}->port($MODE_PORT{$mode} // die "XT::Interop: mode $mode\n");
 }
 
 sub _conf {
@@ -172,6 +186,14 @@ sub _conf {
     my $http = $o{http} // '';
     my $mail = $o{mail} // '';
 
+    # SCRAM keys of every user of every backend, the password as the
+    # backend's password
+    my %scram = map { my $b = $_; map { my $d = $_;
+        map { ("$_\@$d" => ["$_-pw", "$_-pw"]) } @{ $self->{users} } }
+        @{ $self->{domains}{$b} } } $self->backends;
+    my ($scram_http, $scram_auth) = XT::XmppProxy::scram_auth_conf(\%scram);
+    $http = "$scram_http\n$http";
+
     return <<"EOF";
 %%TEST_GLOBALS%%
 
@@ -180,7 +202,7 @@ events {
 
 http {
     log_format auth '\$http_auth_user|\$http_auth_protocol|\$http_client_ip|'
-                    '\$http_auth_ssl|\$xt_backend';
+                    '\$http_auth_ssl|\$xt_backend|\$http_auth_method';
 
     # the backend by the domain of the user
     map \$http_auth_user \$xt_backend {
@@ -198,6 +220,7 @@ $http
         access_log %%TESTDIR%%/auth.log auth;
 
         location = /auth {
+$scram_auth
             add_header Auth-Status \$xt_status;
             add_header Auth-Server 127.0.0.1;
             add_header Auth-Port \$xt_backend;
@@ -224,6 +247,13 @@ mail {
         protocol xmpp;
     }
 
+    server {
+        listen 127.0.0.1:%%PORT_5224%%;
+        protocol xmpp;
+        starttls only;
+        xmpp_auth plain scram-sha-1 scram-sha-256;
+    }
+
 $mail
 }
 EOF
@@ -236,7 +266,7 @@ sub auth_log {
     return map {
         my @f = split /\|/, $_, -1;
         { user => $f[0], protocol => $f[1], client => $f[2], ssl => $f[3],
-          port => $f[4] }
+          port => $f[4], method => $f[5] }
     } split /\n/, $log;
 }
 
@@ -325,6 +355,7 @@ sub cell {
         status  => $status,
         reason  => $todo // ($status eq 'FAIL' ? $first_fail : undef),
         tests   => scalar @d,
+        mech    => delete $self->{mech},
     };
     $self->_results_write(0);
     return $all;
@@ -357,14 +388,14 @@ sub done {
 }
 
 # program_cells(\@command, todo => sub { ($backend, $mode) -> reason },
-#     reply_to => as for exchange(),
+#     reply_to => as for exchange(), scram => qr/mechanism/,
 #     na => sub { ($backend, $mode) -> reason }, timeout => N): every
-# backend × mode cell as an exchange() with a program that follows the
-# client convention; its arguments are appended to @command.
+# backend × client_modes() cell as an exchange() with a program that
+# follows the client convention; its arguments are appended to @command.
 sub program_cells {
     my ($self, $cmd, %o) = @_;
     for my $b ($self->backends) {
-        for my $mode ($self->modes) {
+        for my $mode ($self->client_modes) {
             if ($o{na} and my $why = $o{na}->($b, $mode)) {
                 $self->na($b, $mode, $why);
                 next;
@@ -372,7 +403,7 @@ sub program_cells {
             my $todo = $o{todo} ? $o{todo}->($b, $mode) : undef;
             $self->cell($b, $mode, sub {
                 $self->exchange($b, $mode, timeout => $o{timeout},
-                    reply_to => $o{reply_to}, cmd => sub {
+                    reply_to => $o{reply_to}, scram => $o{scram}, cmd => sub {
                     my %a = @_;
                     return (@$cmd, map { ("--$_", $a{$_}) }
                         qw(host port mode jid password to body expect timeout));
@@ -565,7 +596,10 @@ sub child_output {
 # exchange($backend, $mode, cmd => sub { my (%a) = @_; @argv }, timeout => 20,
 #     reply_to => sub { my (%a) = @_; JID },   # default: the ping's sender
 #     port => N, peer_port => N,               # default: the suite's servers
-#     backend_port => N)    # the Auth-Port expected in auth.log
+#     backend_port => N,    # the Auth-Port expected in auth.log
+#     scram => qr/.../)     # mode "scram": the mechanism the program must
+#                           # choose, as "MECH" or "MECH BINDING" (default:
+#                           # qr/^SCRAM-/, any SCRAM mechanism)
 # The program gets (host, port, mode, domain, jid, password, to, body,
 # expect, timeout) and must: log in as jid through host:port in that mode
 # (certificates not verified), bind, print "BOUND <full jid>", send body to
@@ -580,7 +614,8 @@ sub exchange {
     my $tok = token();
     my $alice = "alice\@$dom";
     my %a = (
-        host => '127.0.0.1', port => $o{port} // $self->port($mode), mode => $mode,
+        host => '127.0.0.1', port => $o{port} // $self->port($mode),
+        mode => $mode eq 'tls' ? 'tls' : 'starttls',
         domain => $dom, jid => $alice, password => 'alice-pw',
         user => 'alice', to => "bob\@$dom", body => "ping $tok",
         expect => "pong $tok", timeout => $timeout,
@@ -593,6 +628,7 @@ sub exchange {
         return;
     }
     my $auth0 = $self->auth_count($alice);
+    my $log0 = -s $self->{t}->testdir . '/error.log' // 0;
 
     my $h = $self->spawn([ $o{cmd}->(%a) ], %{ $o{spawn} // {} });
     my ($ping, $answered);
@@ -626,7 +662,36 @@ sub exchange {
         and like($ping->[0], qr{^\Q$alice\E/.+}, "$label: sent from alice's full JID");
     like($out, qr{^RECEIVED \S+ pong \Q$tok\E}m, "$label: alice received bob's answer");
     is($h->{code}, 0, "$label: client exit code") or ($bound && $verbose->());
+
+    if ($mode eq 'scram') {
+        my $mech = $self->mechanism($alice, $auth0, $log0);
+        $self->{mech} = $mech;
+        like($mech // 'no login', $o{scram} // qr/^SCRAM-/,
+            "$label: the mechanism alice chose");
+    }
     return $out;
+}
+
+# mechanism($user, $auth_count0, $error_log_offset0): the SASL mechanism
+# of the user's last login after those marks, as "PLAIN", "MECH" or
+# "MECH BINDING" (SCRAM: from nginx's error log line "client authenticated
+# with ..."); undef if there was none
+sub mechanism {
+    my ($self, $user, $auth0, $log0) = @_;
+    my @auth = grep { $_->{user} eq $user } $self->auth_log;
+    return undef unless @auth > $auth0;
+    my $m = $auth[-1]{method};
+    return uc $m unless $m =~ /^scram-/;
+
+    open(my $fh, '<', $self->{t}->testdir . '/error.log') or return undef;
+    seek($fh, $log0, 0);
+    my $mech;
+    while (my $l = <$fh>) {
+        next unless $l =~ /login: "\Q$user\E"/;
+        next unless $l =~ /client authenticated with (\S+?)(?:, channel binding (\S+))? while /;
+        $mech = defined $2 ? "$1 $2" : $1;
+    }
+    return $mech;
 }
 
 1;

@@ -54,8 +54,10 @@ sub scram_keys {
 # scram_hmac($hash): the HMAC function of the hash, called (data, key)
 sub scram_hmac { $HASH{$_[0]}[1] }
 
-# the maps and headers of the SCRAM answers for conf(scram => ...)
-sub _scram {
+# scram_auth_conf({ USER => [$scram_pw, $backend_pw], ... }): the maps
+# (for the http block) and add_header lines (for location /auth) of the
+# SCRAM answers that conf(scram => ...) makes; XT::Interop uses them too
+sub scram_auth_conf {
     my ($users) = @_;
     my %map;
     for my $user (sort keys %$users) {
@@ -94,7 +96,7 @@ sub conf {
     my $backend = $o{backend} // die "XT::XmppProxy: backend port needed\n";
 
     if ($o{scram}) {
-        my ($h, $a) = _scram($o{scram});
+        my ($h, $a) = scram_auth_conf($o{scram});
         $http .= $h;
         $auth .= $a;
     }
