@@ -18,6 +18,8 @@ use lib "$FindBin::Bin/lib";
 use MIME::Base64 qw/encode_base64/;
 use Test::More;
 
+use Net::SSLeay;
+
 use XT::Nginx;
 use XT::Prosody;
 use XT::Scram;
@@ -27,16 +29,21 @@ use XT::XmppProxy;
 my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
 
 my $p = XT::Prosody->new(dir => $t->testdir . '/prosody',
-    domains => ['example.com'],
+    domains => ['example.com', 'other.test'],
     users => [['alice', 'example.com', 'alice-backend-pw'],
+              ['alice', 'other.test', 'alice-backend-pw'],
               ['bob', 'example.com', 'bob-pw']]);
 
 $t->gen_cert('xmpp', cn => 'example.com');
+$t->gen_cert('other', cn => 'other.test', digest => 'sha384');
 $t->write_file_expand('nginx.conf', XT::XmppProxy::conf(
     backend => $p->port,
     mail => 'xmpp_auth plain scram-sha-1 scram-sha-256; max_errors 10;'
-        . ' ssl_protocols TLSv1.2 TLSv1.3;',
-    scram => { 'alice@example.com' => ['alice-scram-pw', 'alice-backend-pw'] },
+        . ' ssl_protocols TLSv1.2 TLSv1.3;'
+        . ' xmpp_certificate other.test %%TESTDIR%%/other.crt'
+        . ' %%TESTDIR%%/other.key;',
+    scram => { 'alice@example.com' => ['alice-scram-pw', 'alice-backend-pw'],
+        'alice@other.test' => ['alice-scram-pw', 'alice-backend-pw'] },
 
     # bob: OK without keys; broken: keys of no hash's size
     http => <<'EOF',
@@ -62,7 +69,7 @@ EOF
 EOF
 ));
 $t->run();
-$t->plan(34);
+$t->plan(47);
 
 my $SASL = "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'";
 
@@ -142,6 +149,48 @@ like($a, qr{<not-authorized/>}, 'TLS 1.2: tls-exporter refused');
 ok($a =~ /^<success/ && $v, 'TLS 1.2: tls-unique success, verified');
 $c->close;
 
+# per-domain certificate (signed with SHA-384): tls-server-end-point is
+# the SHA-384 hash of the certificate nginx sent for that domain, chosen
+# by SNI on direct TLS and by the stream's "to" on STARTTLS
+
+for my $mode ('direct TLS', 'STARTTLS') {
+    my $o;
+    if ($mode eq 'STARTTLS') {
+        $o = XT::XMPP->new(port => $t->port(5222)) or die $XT::XMPP::ERROR;
+        $o->tls_stream('other.test', SSL_hostname => '') or die $o->error;
+    } else {
+        $o = XT::XMPP->new(port => $t->port(5223), ssl => 1,
+            ssl_opts => { SSL_hostname => 'other.test' })
+            or die $XT::XMPP::ERROR;
+        $o->open_stream('other.test');
+        $o->read_element;
+        $o->read_element;
+    }
+    my $cert = Net::SSLeay::get_peer_certificate($o->socket->_get_ssl_object);
+    is(Net::SSLeay::X509_NAME_oneline(Net::SSLeay::X509_get_subject_name($cert)),
+        '/CN=other.test', "$mode: other.test's certificate");
+    my $default = Net::SSLeay::X509_digest(
+        Net::SSLeay::PEM_read_bio_X509(Net::SSLeay::BIO_new_file(
+            $t->testdir . '/xmpp.crt', 'r')),
+        Net::SSLeay::EVP_get_digestbyname('sha256'));
+    ($a) = XT::Scram::exchange($o, cb => 'tls-server-end-point',
+        cbdata => $default);
+    like($a, qr{<not-authorized/>},
+        "$mode: the default certificate's hash refused");
+    ($a, $v) = XT::Scram::exchange($o, cb => 'tls-server-end-point');
+    ok($a =~ /^<success/ && $v,
+        "$mode: tls-server-end-point of other.test: success, verified");
+    $o->open_stream('other.test');
+    $o->read_element;
+    $o->read_element;
+    $o->send("<iq type='set' id='b1'><bind"
+        . " xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        . "<resource>sc</resource></bind></iq>");
+    like($o->read_element // '', qr{<jid>alice\@other\.test/sc</jid>},
+        "$mode: bound as alice\@other.test");
+    $o->close;
+}
+
 # failures: each answered, the stream goes on, the next attempt works
 
 ($c) = stream();
@@ -167,6 +216,7 @@ like($a, qr{<invalid-authzid/>}, 'authzid of another account');
 like($a, qr{^<success}, 'retry on the same stream: success, own authzid');
 $c->close;
 
+my $n0 = () = XT::XmppProxy::auth_log($t);
 ($c) = stream();
 $c->send("<auth $SASL mechanism='SCRAM-SHA-256'>"
     . encode_base64('n,,m=x,n=alice,r=abc', '') . '</auth>');
@@ -178,6 +228,24 @@ $c->send("<auth $SASL mechanism='SCRAM-SHA-256'>"
     . encode_base64('n,,n=alice,r=' . 'x' x 2000, '') . '</auth>');
 like($c->read_element // '', qr{<malformed-request/>|policy-violation},
     'oversized client-first');
+$c->send("<auth $SASL mechanism='SCRAM-SHA-256'>"
+    . encode_base64("n,,n=alice\x{0}bob,r=abc", '') . '</auth>');
+like($c->read_element // '', qr{<malformed-request/>}, 'NUL in the name');
+$c->send("<auth $SASL mechanism='SCRAM-SHA-256'>"
+    . encode_base64('n,,n=mallory@example.com@example.com,r=abc', '')
+    . '</auth>');
+like($c->read_element // '', qr{<malformed-request/>}, 'two "@" in the name');
+$c->close;
+is(scalar(() = XT::XmppProxy::auth_log($t)), $n0,
+    'malformed client-first: nothing sent to auth_http');
+
+# an account the auth server does not know: refused, the stream goes on
+
+($c) = stream();
+($a) = XT::Scram::exchange($c, user => 'unknown');
+like($a, qr{<failure $SASL><not-authorized/>}, 'unknown user: not-authorized');
+($a, $v) = XT::Scram::exchange($c);
+ok($a =~ /^<success/ && $v, 'then alice on the same stream: success');
 $c->close;
 
 # the auth server's part: unknown keys, broken keys

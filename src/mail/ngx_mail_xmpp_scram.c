@@ -430,8 +430,9 @@ ngx_mail_xmpp_scram_server_first(ngx_mail_xmpp_scram_t *sc,
     out->data = sc->out;
     out->len = len;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
-                   "xmpp scram server-first: \"%*s\"", sc->server_len);
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp scram server-first: \"%*s\"",
+                   sc->server_len, sc->server_first);
 
     return NGX_OK;
 }

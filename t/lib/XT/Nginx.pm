@@ -179,6 +179,7 @@ sub make_cert {
         '-days', $o{days} // 30,
         '-subj', "/CN=$cn",
     );
+    push @cmd, "-$o{digest}" if $o{digest};    # signature hash: sha384 ...
     push @cmd, '-addext', 'subjectAltName=' . join(',', map {
         /^[\d.]+$|:/ ? "IP:$_" : "DNS:$_"
     } @alt) if @alt;

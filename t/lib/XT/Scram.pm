@@ -28,9 +28,14 @@ sub cb_data {
         my $n = Net::SSLeay::get_finished($ssl, my $buf);
         return substr($buf, 0, $n);
     }
+    # tls-server-end-point (RFC 5929 4.1): the hash of the certificate's
+    # signature, SHA-256 where that is MD5 or SHA-1
     my $cert = Net::SSLeay::get_peer_certificate($ssl);
+    my $alg = Net::SSLeay::OBJ_obj2txt(
+        Net::SSLeay::P_X509_get_signature_alg($cert));
+    my ($h) = $alg =~ /sha-?(224|256|384|512)/i;
     return Net::SSLeay::X509_digest($cert,
-        Net::SSLeay::EVP_get_digestbyname('sha256'));
+        Net::SSLeay::EVP_get_digestbyname('sha' . ($h // 256)));
 }
 
 # exchange($c, %o): one SCRAM exchange on an XT::XMPP stream whose
@@ -38,7 +43,8 @@ sub cb_data {
 # signature was right.  Options: mech (SCRAM-SHA-256-PLUS), cb
 # (tls-exporter), user (alice), password (alice-scram-pw), nonce, gs2 (the
 # gs2 header, default from mech and cb); to misbehave: tamper_nonce,
-# tamper_cb, data_type (binding data of another type).
+# tamper_cb, data_type (binding data of another type), cbdata (these
+# bytes as binding data).
 sub exchange {
     my ($c, %o) = @_;
     my $mech = $o{mech} // 'SCRAM-SHA-256-PLUS';
@@ -55,7 +61,8 @@ sub exchange {
     my ($r, $s, $i) = $first =~ /^r=([^,]+),s=([^,]+),i=(\d+)$/
         or return ("bad server-first: $first", 0);
     $r = substr($r, 0, -1) . 'X' if $o{tamper_nonce};
-    my $cbdata = $gs2 =~ /^p=/ ? cb_data($c, $o{data_type} // $cb) : '';
+    my $cbdata = $o{cbdata}
+        // ($gs2 =~ /^p=/ ? cb_data($c, $o{data_type} // $cb) : '');
     $cbdata ^= "\1" if $o{tamper_cb};
     my $final = 'c=' . encode_base64($gs2 . $cbdata, '') . ",r=$r";
     my ($stored, $server, $salted) = XT::XmppProxy::scram_keys($hash,

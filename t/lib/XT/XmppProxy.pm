@@ -17,7 +17,9 @@ package XT::XmppProxy;
 # which checks the password; a password "wrong-pw" is refused by the auth
 # endpoint itself with Auth-Status "Invalid login or password", "wait-pw"
 # with Auth-Wait 1 and Auth-Error-Code "454 4.7.0", "disabled-pw" with
-# Auth-Error-Code "account-disabled".  "backend" may be an nginx variable
+# Auth-Error-Code "account-disabled"; the account "unknown@..." (the one
+# refusal without a password: SCRAM sends none) with "Invalid login or
+# password".  "backend" may be an nginx variable
 # (defined with "http") to route users to different ports.  Every
 # request is logged in auth.log as the values of its headers, separated
 # by "|":  method user pass protocol attempt client-ip ssl salt.
@@ -112,11 +114,16 @@ http {
                     '\$http_auth_protocol|\$http_auth_login_attempt|'
                     '\$http_client_ip|\$http_auth_ssl|\$http_auth_salt';
 
-    map \$http_auth_pass \$xt_status {
+    map \$http_auth_pass \$xt_pass_status {
         "wrong-pw"     "Invalid login or password";
         "wait-pw"      "Try again later";
         "disabled-pw"  "Account disabled";
         default        OK;
+    }
+
+    map \$http_auth_user \$xt_status {
+        "~^unknown\@"  "Invalid login or password";
+        default        \$xt_pass_status;
     }
 
     map \$http_auth_pass \$xt_wait {
