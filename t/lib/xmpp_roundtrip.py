@@ -3,6 +3,7 @@
 
     xmpp_roundtrip.py --host H --port P --mode starttls|direct|plain \
         --a JID PASS [--b JID PASS] [--login-only] [--timeout 20] [--mech PLAIN]
+        [--tls-max 1.2]
 
 Modes:
   starttls  STARTTLS is required before authentication
@@ -72,6 +73,8 @@ class Session:
             c['feature_mechanisms'].unencrypted_plain = True
         if args.mech:
             c['feature_mechanisms'].use_mech = args.mech
+        if args.tls_max == '1.2':
+            c.ssl_context.maximum_version = ssl.TLSVersion.TLSv1_2
 
         # In the TLS modes never authenticate over a plain connection, even
         # with mechanisms that would allow it (slixmpp does not enforce it).
@@ -254,6 +257,8 @@ def parse_args(argv):
     p.add_argument('--login-only', action='store_true')
     p.add_argument('--timeout', type=float, default=20)
     p.add_argument('--mech', help='force this SASL mechanism (e.g. PLAIN)')
+    p.add_argument('--tls-max', choices=('1.2', '1.3'), default='1.3',
+                   help='the highest TLS version to offer')
     p.add_argument('--debug', action='store_true', help='slixmpp debug log on stderr')
     args = p.parse_args(argv)
     if not args.login_only and not args.b:
