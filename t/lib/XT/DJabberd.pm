@@ -1,0 +1,213 @@
+package XT::DJabberd;
+
+# A private, real DJabberd for one test: upstream DJabberd or FastMail's
+# fork, from the source tarballs in ../shared/djabberd/ (not a Debian
+# package), unpacked once into build/djabberd/TREE/ and run from there.
+#
+#   my $d = XT::DJabberd->new(
+#       dir     => $t->testdir . '/djabberd',  # created; must be private
+#       tree    => 'upstream' | 'fastmail',    # default: upstream
+#       domains => ['d.test'],
+#       users   => [['alice', 'd.test', 'secret'], ...],
+#       s2s     => 0 | 1,        # 1: S2S enabled, a ServerPort ($d->s2s_port)
+#       extra   => "config lines appended to every <VHost>",
+#       timeout => 15,
+#   );                           # started and listening when new() returns
+#   $d->port;  $d->s2s_port;  $d->host;  $d->log;  $d->config_file;
+#   $d->tree;  $d->version;  $d->stop;  $d->start;  $d->restart;  $d->alive
+#   (XT::Daemon: stop also on DESTROY, END and SIGINT/TERM)
+#
+#   XT::DJabberd::available($tree)  -> '' or why it cannot run here
+#   XT::DJabberd::trees()           -> ('upstream', 'fastmail')
+#
+# The c2s port is plain TCP on 127.0.0.1 and offers SASL PLAIN without
+# TLS (no certificate, RequireSSL no): a backend behind nginx.  Every user
+# has their own password (t/lib/DJabberd/Authen/XTPasswords.pm, a plugin
+# of the harness: DJabberd's own have one password for all or accounts
+# made at run time), so a wrong password is refused.  Rosters are kept in
+# memory.  The log (log4perl, DEBUG: every stanza in and out) is
+# DIR/djabberd.log.
+#
+# Sources: XT_DJABBERD_SOURCES (a directory with DJabberd.tar.gz and
+# DJabberd-fastmail.tar.gz), default ../shared/djabberd beside the
+# repository.  The Perl modules DJabberd needs are Debian packages
+# (auto/packages).
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Path qw(make_path remove_tree);
+use File::Spec;
+
+use XT::Daemon;
+use XT::Nginx qw(free_port repo_root);
+
+our @ISA = ('XT::Daemon');
+
+my %TARBALL = (upstream => 'DJabberd.tar.gz',
+    fastmail => 'DJabberd-fastmail.tar.gz');
+
+# the Perl modules DJabberd loads (Debian: auto/packages)
+my @MODULES = qw(Danga::Socket XML::LibXML XML::SAX Net::DNS Net::SSLeay
+    Log::Log4perl Digest::HMAC_SHA1 Unicode::Stringprep IO::Socket::INET6
+    HTML::Entities);
+
+sub trees { qw(upstream fastmail) }
+
+sub sources {
+    return $ENV{XT_DJABBERD_SOURCES}
+        // File::Spec->catdir(repo_root(), '..', 'shared', 'djabberd');
+}
+
+# available($tree): '' when the tree can run here, else the reason
+sub available {
+    my ($tree) = @_;
+    $tree //= 'upstream';
+    my $tgz = File::Spec->catfile(sources(), $TARBALL{$tree} // return "no tree $tree");
+    return "$tgz is missing" unless -f $tgz;
+    my @missing = grep { !eval "require $_; 1" } @MODULES;
+    return "Perl modules missing (run auto/deps): @missing" if @missing;
+    return '';
+}
+
+# tree_dir($tree): the unpacked tree (unpacked on first use; concurrent
+# tests unpack into their own directory and rename it into place)
+sub tree_dir {
+    my ($tree) = @_;
+    my $base = repo_root() . '/build/djabberd';
+    my $dir = "$base/$tree";
+    return $dir if -f "$dir/djabberd";
+    make_path($base);
+    my $tmp = "$base/.$tree.$$";
+    remove_tree($tmp);
+    make_path($tmp);
+    my $tgz = File::Spec->catfile(sources(), $TARBALL{$tree});
+    my ($rc, $out) = XT::Daemon::run_quiet('tar', '-xzf', $tgz, '-C', $tmp);
+    die "XT::DJabberd: tar -xzf $tgz failed ($rc):\n$out" if $rc;
+    my ($top) = grep { -f "$_/djabberd" } glob("$tmp/*");
+    die "XT::DJabberd: no djabberd in $tgz\n" unless $top;
+    rename($top, $dir) or -f "$dir/djabberd"
+        or die "XT::DJabberd: rename $top $dir: $!\n";
+    remove_tree($tmp);
+    return $dir;
+}
+
+sub new {
+    my ($class, %o) = @_;
+    my $dir = $o{dir} or die "XT::DJabberd: dir is required\n";
+    my $tree = $o{tree} // 'upstream';
+    if (my $why = available($tree)) {
+        die "XT::DJabberd: $why\n";
+    }
+
+    my $self = bless {
+        dir      => $dir,
+        tree     => $tree,
+        src      => tree_dir($tree),
+        domains  => $o{domains} // ['d.test'],
+        users    => $o{users} // [],
+        s2s      => $o{s2s} ? 1 : 0,
+        extra    => $o{extra} // '',
+        timeout  => $o{timeout} // 15,
+        port     => $o{port} // free_port(),
+    }, $class;
+    $self->{s2s_port} = $o{s2s_port} // free_port();
+
+    make_path($dir);
+    chmod 0750, $dir;
+    $self->_write_config;
+
+    $self->daemon_init;
+    $self->start unless $o{no_start};
+    return $self;
+}
+
+sub tree        { $_[0]{tree} }
+sub s2s_port    { $_[0]{s2s} ? $_[0]{s2s_port} : undef }
+sub config_file { "$_[0]{dir}/djabberd.conf" }
+sub name        { "djabberd ($_[0]{tree})" }
+
+# the version in the tree's lib/DJabberd.pm
+sub version {
+    my ($self) = @_;
+    open(my $fh, '<', "$self->{src}/lib/DJabberd.pm") or return undef;
+    while (<$fh>) {
+        return $1 if /\$VERSION\s*=\s*'([^']+)'/;
+    }
+    return undef;
+}
+
+# XT::Daemon: what runs, its ports and its log
+sub command {
+    my ($self) = @_;
+    my $lib = abs_path(repo_root() . '/t/lib');
+    return ($^X, '-I', "$self->{src}/lib", '-I', $lib,
+        "$self->{src}/djabberd", '--conffile=' . $self->config_file,
+        "--logconf=$self->{dir}/log.conf");
+}
+
+sub log_file { "$_[0]{dir}/djabberd.log" }
+
+sub ports {
+    my ($self) = @_;
+    return ($self->{port}, $self->{s2s} ? $self->{s2s_port} : ());
+}
+
+sub _write_config {
+    my ($self) = @_;
+    my $d = $self->{dir};
+
+    my %pw;
+    for my $u (@{ $self->{users} }) {
+        my ($user, $dom, $pass) = @$u;
+        die "XT::DJabberd: a password with a newline\n" if $pass =~ /\n/;
+        $pw{$dom} .= "$user $pass\n";
+    }
+
+    my $cfg = "# written by XT::DJabberd for one test run\n"
+        . "ClientPort 127.0.0.1:$self->{port}\n"
+        . "ServerPort 127.0.0.1:$self->{s2s_port}\n"
+        . "PidFile $d/djabberd.pid\n";
+
+    for my $dom (@{ $self->{domains} }) {
+        my $file = "$d/passwords-$dom";
+        _write("$file", $pw{$dom} // '');
+        chmod 0600, $file;
+        $cfg .= <<"EOF";
+
+<VHost $dom>
+  S2S ${\ ($self->{s2s} ? 'enable' : 'disable')}
+  RequireSSL no
+  <Plugin DJabberd::SASL::AuthenSASL>
+    Optional yes
+    Mechanisms PLAIN
+  </Plugin>
+  <Plugin DJabberd::Authen::XTPasswords>
+    PasswordFile $file
+  </Plugin>
+  <Plugin DJabberd::RosterStorage::InMemoryOnly />
+$self->{extra}
+</VHost>
+EOF
+    }
+    _write($self->config_file, $cfg);
+
+    _write("$d/log.conf", <<"EOF");
+log4perl.logger.DJabberd = DEBUG, LOGFILE
+log4perl.appender.LOGFILE = Log::Log4perl::Appender::File
+log4perl.appender.LOGFILE.filename = $d/djabberd.log
+log4perl.appender.LOGFILE.mode = append
+log4perl.appender.LOGFILE.layout = Log::Log4perl::Layout::PatternLayout
+log4perl.appender.LOGFILE.layout.ConversionPattern = %d %-5p %c %m%n
+EOF
+}
+
+sub _write {
+    my ($file, $data) = @_;
+    open(my $fh, '>', $file) or die "XT::DJabberd: write $file: $!\n";
+    print $fh $data;
+    close $fh or die "XT::DJabberd: write $file: $!\n";
+}
+
+1;
