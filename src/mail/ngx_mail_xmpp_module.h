@@ -410,6 +410,8 @@ typedef struct {
     ngx_mail_xmpp_s2s_t     s2s;
     ngx_mail_xmpp_scan_t    up;             /* what the backend sends */
     ngx_mail_xmpp_relay_t  *relay;          /* xmpp-server, relayed */
+    ngx_recv_pt             recv;           /* the client's, while the
+                                               relay drops whitespace */
 #if (NGX_MAIL_SSL)
     ngx_mail_xmpp_scram_t  *scram;          /* a SCRAM exchange */
 #endif

@@ -34,7 +34,10 @@ static ngx_int_t ngx_mail_xmpp_proxy_success(ngx_buf_t *b,
 #endif
 static void ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, u_char *last);
-static void ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s);
+static void ngx_mail_xmpp_proxy_restart(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx);
+static ssize_t ngx_mail_xmpp_proxy_restart_recv(ngx_connection_t *c,
+    u_char *buf, size_t size);
 static void ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx);
 static void ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s,
@@ -229,7 +232,7 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 b->pos = ctx->up.start;
 #endif
 
-                ngx_mail_xmpp_proxy_drain(s);
+                ngx_mail_xmpp_proxy_restart(s, ctx);
                 ngx_mail_xmpp_proxy_release(s, ctx);
 
                 ngx_mail_proxy_handoff(s);
@@ -658,30 +661,76 @@ ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 
 
 static void
-ngx_mail_xmpp_proxy_drain(ngx_mail_session_t *s)
+ngx_mail_xmpp_proxy_restart(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 {
-    ssize_t            n;
-    ngx_buf_t         *b;
     ngx_connection_t  *c;
 
     /*
      * whatever the client sent while it waited for the login, usually
-     * the newline after its </auth>, goes to the backend after <success/>:
-     * read it now to drop leading whitespace (see ngx_mail_xmpp_skip_space)
+     * the newline after its </auth>, goes to the backend after <success/>,
+     * and must not come before the client's new stream header (see
+     * ngx_mail_xmpp_skip_space); what is still to arrive, even in a TLS
+     * record of its own, is dropped by the relay's first reads
      */
 
     c = s->connection;
-    b = s->buffer;
 
-    if (c->read->ready && b->last < b->end) {
-        n = c->recv(c, b->last, b->end - b->last);
+    ngx_mail_xmpp_skip_space(s->buffer);
 
-        if (n > 0) {
-            b->last += n;
+    if (s->buffer->pos == s->buffer->last) {
+        ctx->recv = c->recv;
+        c->recv = ngx_mail_xmpp_proxy_restart_recv;
+    }
+}
+
+
+static ssize_t
+ngx_mail_xmpp_proxy_restart_recv(ngx_connection_t *c, u_char *buf,
+    size_t size)
+{
+    u_char               *p, *last;
+    ssize_t               n;
+    ngx_mail_session_t   *s;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    /* the relay reads the client: whitespace up to the first other byte */
+
+    s = c->data;
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    for ( ;; ) {
+        n = ctx->recv(c, buf, size);
+
+        if (n <= 0) {
+            return n;
         }
+
+        last = buf + n;
+
+        for (p = buf; p < last; p++) {
+            if (*p != ' ' && *p != '\t' && *p != CR && *p != LF) {
+                break;
+            }
+        }
+
+        if (p < last) {
+            break;
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "xmpp dropped %z bytes of whitespace before the "
+                       "stream restart", n);
     }
 
-    ngx_mail_xmpp_skip_space(b);
+    /* from now on the relay reads as it always did */
+
+    c->recv = ctx->recv;
+
+    if (p > buf) {
+        ngx_memmove(buf, p, last - p);
+    }
+
+    return last - p;
 }
 
 

@@ -45,6 +45,7 @@ my @raw = (
     ['whitespace after </auth>, restart with <?xml?>',    "\n",   1],
     ['more whitespace after </auth>, restart with <?xml?>', " \r\n\t ", 1],
     ['whitespace in a TLS record of its own, restart with <?xml?>', "\n", 1, 'later'],
+    ['whitespace after <success/>, restart with <?xml?>', "\n", 1, 'after'],
 );
 for my $b ($ix->backends) {
     my $dom = $ix->domain($b);
@@ -67,13 +68,16 @@ sub restart_after_auth {
     $c->read_element;
     $c->send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
         . encode_base64("\0alice\0alice-pw", '') . "</auth>" . ($later ? '' : $ws));
-    if ($later) {
+    if (($later // '') eq 'later') {
         # a TLS record of its own, while nginx asks auth_http: certainly
         # before <success/> (nothing has arrived yet)
         $c->send($ws);
     }
     my $s = $c->read_element // 'EOF';
     return "SASL: $s" unless $s =~ /^<success\b/;
+    # a keepalive, say, before the restart: the backend must not get it
+    # ahead of the new stream's XML declaration
+    $c->send($ws) if ($later // '') eq 'after';
     $c->send(($decl ? "<?xml version='1.0'?>" : '')
         . "<stream:stream to='$dom' version='1.0' xmlns='jabber:client'"
         . " xmlns:stream='http://etherx.jabber.org/streams'>");

@@ -21,6 +21,7 @@ use XT::Interop;
 
 my $ix = XT::Interop->new(
     name     => 'routing by auth_http',
+    backends => ['prosody', 'ejabberd'],
     domains  => { prosody => ['a.test', 'b.test'], ejabberd => ['a.test', 'b.test'] },
     users    => ['alice', 'bob'],
     routes   => { 'a.test' => 'prosody', 'b.test' => 'ejabberd' },

@@ -7,9 +7,12 @@ package XT::Interop;
 #   my $ix = XT::Interop->new(
 #       name     => 'slixmpp',           # row of the matrix (client/feature)
 #       part     => 'b',   # a second XT::Interop in the same test file
-#       backends => ['prosody', 'ejabberd'],   # default: both
+#       backends => ['prosody', 'ejabberd'],   # default: all four
+#                   # (prosody, ejabberd, djabberd: upstream DJabberd,
+#                   # djabberd-fastmail: FastMail's fork)
 #       ejabberd => { proxy_protocol => 1 },    # more XT::Ejabberd options
 #       prosody  => { ... },                    # more XT::Prosody options
+#       djabberd => { ... },   # more XT::DJabberd options (both trees)
 #       users    => ['alice', 'bob'],    # on every backend, password "$u-pw"
 #       domains  => { prosody => ['a.test', ...], ... },  # default: one each
 #                   # (users are registered on every domain of a backend)
@@ -22,7 +25,8 @@ package XT::Interop;
 #                        # edits nginx.conf once the backends run
 #   );
 #   $ix->t;  $ix->prosody;  $ix->ejabberd;  $ix->backend('ejabberd');
-#   $ix->domain('ejabberd');   # p.test (Prosody), e.test (ejabberd): the
+#   $ix->domain('ejabberd');   # p.test (Prosody), e.test (ejabberd),
+#                              # d.test (DJabberd), f.test (the fork): the
 #                              # first of the backend's domains
 #   $ix->port('starttls');     # nginx: 'starttls' port, direct 'tls' port,
 #                              # or the 'scram' port
@@ -30,8 +34,8 @@ package XT::Interop;
 # nginx: a STARTTLS ("starttls only") and a direct TLS XMPP server that
 # offer PLAIN, a third STARTTLS server (mode "scram") that also offers
 # SCRAM-SHA-1 and SCRAM-SHA-256 with their -PLUS variants, and an
-# auth_http endpoint (an http block of the same nginx) that sends
-# USER@p.test to Prosody and USER@e.test to ejabberd and answers SCRAM
+# auth_http endpoint (an http block of the same nginx) that sends each
+# user to the backend of the user's domain and answers SCRAM
 # requests with the keys of the user's password ("USER-pw", also the
 # backend password).  Every auth request is logged in TESTDIR/auth.log as
 # "user|protocol|client-ip|ssl|port|method".
@@ -78,12 +82,23 @@ use Time::HiRes qw(sleep time);
 use XT::Nginx qw(repo_root);
 use XT::Prosody;
 use XT::Ejabberd;
+use XT::DJabberd;
 use XT::XMPP;
 use XT::XmppProxy;
 
 our $PYTHON = '/usr/bin/python3';
 
-my %DOMAIN = (prosody => 'p.test', ejabberd => 'e.test');
+my %DOMAIN = (prosody => 'p.test', ejabberd => 'e.test', djabberd => 'd.test',
+    'djabberd-fastmail' => 'f.test');
+my %DJABBERD_TREE = (djabberd => 'upstream', 'djabberd-fastmail' => 'fastmail');
+
+# why slixmpp and aioxmpp cannot use DJabberd (with or without nginx)
+our $DJABBERD_SESSION_IQ = 'DJabberd answers the session <iq/> (RFC 3921) '
+    . "from the user's full JID; the client takes an answer only from its "
+    . 'server, domain or bare JID, and waits for one (also without nginx)';
+
+# every backend of the suite, in the matrix's order
+sub all_backends { qw(prosody ejabberd djabberd djabberd-fastmail) }
 my %MODE_TITLE = (starttls => 'STARTTLS', tls => 'direct TLS',
     scram => 'SCRAM');
 my %MODE_PORT = (starttls => 5222, tls => 5223, scram => 5224);
@@ -109,10 +124,14 @@ sub new {
 
     my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
     XT::Daemon::exit_on_signals();    # servers are stopped on INT, TERM, PIPE
-    my @backends = @{ $o{backends} // [qw(prosody ejabberd)] };
+    my @backends = @{ $o{backends} // [all_backends()] };
     need(-x '/usr/bin/prosody', 'prosody') if grep { $_ eq 'prosody' } @backends;
     need(!XT::Ejabberd::available(), 'ejabberd: ' . XT::Ejabberd::available())
         if grep { $_ eq 'ejabberd' } @backends;
+    for my $b (grep { $DJABBERD_TREE{$_} } @backends) {
+        my $why = XT::DJabberd::available($DJABBERD_TREE{$b});
+        need(!$why, "DJabberd: $why");
+    }
 
     my $self = bless {
         t        => $t,
@@ -138,6 +157,10 @@ sub new {
         } elsif ($b eq 'ejabberd') {
             $self->{ejabberd} = XT::Ejabberd->new(dir => "$dir/ejabberd",
                 domains => \@doms, users => \@users, %{ $o{ejabberd} // {} });
+        } elsif ($DJABBERD_TREE{$b}) {
+            $self->{$b} = XT::DJabberd->new(dir => "$dir/$b",
+                tree => $DJABBERD_TREE{$b}, domains => \@doms,
+                users => \@users, %{ $o{djabberd} // {} });
         } else {
             die "XT::Interop: unknown backend $b\n";
         }
@@ -401,8 +424,11 @@ sub program_cells {
                 next;
             }
             my $todo = $o{todo} ? $o{todo}->($b, $mode) : undef;
+            # a cell expected to fail waits less (a client that hangs
+            # would take the whole timeout every time)
+            my $timeout = defined $todo ? 6 : $o{timeout};
             $self->cell($b, $mode, sub {
-                $self->exchange($b, $mode, timeout => $o{timeout},
+                $self->exchange($b, $mode, timeout => $timeout,
                     reply_to => $o{reply_to}, scram => $o{scram}, cmd => sub {
                     my %a = @_;
                     return (@$cmd, map { ("--$_", $a{$_}) }
