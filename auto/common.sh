@@ -15,6 +15,21 @@ xt_note() {
     echo "${0##*/}: $*" >&2
 }
 
+# xt_shared_dir NAME: the directory ../shared/NAME beside the repository,
+# or, for a clone made elsewhere (a temporary directory), beside the local
+# repository it was cloned from; prints nothing when neither exists.
+xt_shared_dir() {
+    local d=$XT_ROOT/../shared/$1 origin
+    if [ ! -d "$d" ]; then
+        origin=$(git -C "$XT_ROOT" config --get remote.origin.url 2>/dev/null || true)
+        case "$origin" in
+            /*) d=$origin/../shared/$1 ;;
+        esac
+    fi
+    [ -d "$d" ] && (cd "$d" && pwd)
+    return 0
+}
+
 # Every supported release, one per line, in file order (default first).
 xt_releases() {
     awk '!/^[[:space:]]*(#|$)/ { print $1 }' "$XT_RELEASES"

@@ -2,7 +2,8 @@ package XT::DJabberd;
 
 # A private, real DJabberd for one test: upstream DJabberd or FastMail's
 # fork, from the source tarballs in ../shared/djabberd/ (not a Debian
-# package), unpacked once into build/djabberd/TREE/ and run from there.
+# package), unpacked once into build/djabberd/TREE/ by auto/djabberd and
+# run from there.
 #
 #   my $d = XT::DJabberd->new(
 #       dir     => $t->testdir . '/djabberd',  # created; must be private
@@ -28,25 +29,19 @@ package XT::DJabberd;
 # memory.  The log (log4perl, DEBUG: every stanza in and out) is
 # DIR/djabberd.log.
 #
-# Sources: XT_DJABBERD_SOURCES (a directory with DJabberd.tar.gz and
-# DJabberd-fastmail.tar.gz), default ../shared/djabberd beside the
-# repository.  The Perl modules DJabberd needs are Debian packages
-# (auto/packages).
+# Sources: see auto/djabberd (DJABBERD_SOURCES, default ../shared/djabberd).
+# The Perl modules DJabberd needs are Debian packages (auto/packages).
 
 use strict;
 use warnings;
 
 use Cwd qw(abs_path);
-use File::Path qw(make_path remove_tree);
-use File::Spec;
+use File::Path qw(make_path);
 
 use XT::Daemon;
 use XT::Nginx qw(free_port repo_root);
 
 our @ISA = ('XT::Daemon');
-
-my %TARBALL = (upstream => 'DJabberd.tar.gz',
-    fastmail => 'DJabberd-fastmail.tar.gz');
 
 # the Perl modules DJabberd loads (Debian: auto/packages)
 my @MODULES = qw(Danga::Socket XML::LibXML XML::SAX Net::DNS Net::SSLeay
@@ -55,42 +50,24 @@ my @MODULES = qw(Danga::Socket XML::LibXML XML::SAX Net::DNS Net::SSLeay
 
 sub trees { qw(upstream fastmail) }
 
-sub sources {
-    return $ENV{XT_DJABBERD_SOURCES}
-        // File::Spec->catdir(repo_root(), '..', 'shared', 'djabberd');
+# tree_dir($tree): (the unpacked tree, '') or (undef, why not)
+sub tree_dir {
+    my ($tree) = @_;
+    my ($rc, $out) = XT::Daemon::run_quiet(repo_root() . '/auto/djabberd',
+        $tree);
+    my ($dir) = $out =~ m{(/\S+)\s*\z};
+    return ($dir, '') if $rc == 0 && $dir && -f "$dir/djabberd";
+    $out =~ s/\s+\z//;
+    return (undef, "auto/djabberd $tree: $out");
 }
 
 # available($tree): '' when the tree can run here, else the reason
 sub available {
     my ($tree) = @_;
-    $tree //= 'upstream';
-    my $tgz = File::Spec->catfile(sources(), $TARBALL{$tree} // return "no tree $tree");
-    return "$tgz is missing" unless -f $tgz;
     my @missing = grep { !eval "require $_; 1" } @MODULES;
     return "Perl modules missing (run auto/deps): @missing" if @missing;
-    return '';
-}
-
-# tree_dir($tree): the unpacked tree (unpacked on first use; concurrent
-# tests unpack into their own directory and rename it into place)
-sub tree_dir {
-    my ($tree) = @_;
-    my $base = repo_root() . '/build/djabberd';
-    my $dir = "$base/$tree";
-    return $dir if -f "$dir/djabberd";
-    make_path($base);
-    my $tmp = "$base/.$tree.$$";
-    remove_tree($tmp);
-    make_path($tmp);
-    my $tgz = File::Spec->catfile(sources(), $TARBALL{$tree});
-    my ($rc, $out) = XT::Daemon::run_quiet('tar', '-xzf', $tgz, '-C', $tmp);
-    die "XT::DJabberd: tar -xzf $tgz failed ($rc):\n$out" if $rc;
-    my ($top) = grep { -f "$_/djabberd" } glob("$tmp/*");
-    die "XT::DJabberd: no djabberd in $tgz\n" unless $top;
-    rename($top, $dir) or -f "$dir/djabberd"
-        or die "XT::DJabberd: rename $top $dir: $!\n";
-    remove_tree($tmp);
-    return $dir;
+    my ($dir, $why) = tree_dir($tree // 'upstream');
+    return $why;
 }
 
 sub new {
@@ -100,11 +77,12 @@ sub new {
     if (my $why = available($tree)) {
         die "XT::DJabberd: $why\n";
     }
+    my ($src) = tree_dir($tree);
 
     my $self = bless {
         dir      => $dir,
         tree     => $tree,
-        src      => tree_dir($tree),
+        src      => $src,
         domains  => $o{domains} // ['d.test'],
         users    => $o{users} // [],
         s2s      => $o{s2s} ? 1 : 0,
