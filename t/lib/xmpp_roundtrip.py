@@ -3,7 +3,7 @@
 
     xmpp_roundtrip.py --host H --port P --mode starttls|direct|plain \
         --a JID PASS [--b JID PASS] [--login-only] [--timeout 20] [--mech PLAIN]
-        [--tls-max 1.2]
+        [--tls-max 1.2] [--djabberd]
 
 Modes:
   starttls  STARTTLS is required before authentication
@@ -75,6 +75,16 @@ class Session:
             c['feature_mechanisms'].use_mech = args.mech
         if args.tls_max == '1.2':
             c.ssl_context.maximum_version = ssl.TLSVersion.TLSv1_2
+        if args.djabberd:
+            c.register_plugin('xep_0030')
+            # no session iq (optional since RFC 6121): DJabberd answers it
+            # from the full JID, which slixmpp does not take as the answer
+            async def no_session(features, c=c):
+                await c.session_bind_event.wait()    # after the bind
+                c.sessionstarted = True
+                c.event('session_start')
+                return False
+            c._stream_feature_handlers['session'] = (no_session, False)
 
         # In the TLS modes never authenticate over a plain connection, even
         # with mechanisms that would allow it (slixmpp does not enforce it).
@@ -114,12 +124,21 @@ class Session:
             self.done.set_exception(Failure(code, '%s: %s' % (self.name, reason)))
         self.client.abort()
 
-    def on_session_start(self, _):
+    async def on_session_start(self, _):
         self.stage = 'session'
         if self.args.mode != 'plain' and not is_tls(self.client):
             self.fail(EXIT_CONNECT, 'session started without TLS')
             return
         self.client.send_presence()
+        if self.args.djabberd:
+            # DJabberd drops a message to a resource whose presence it has
+            # not handled yet: an iq answered after it says it has
+            try:
+                await self.client['xep_0030'].get_info(
+                    jid=self.client.boundjid.domain, timeout=self.args.timeout)
+            except Exception as e:
+                self.fail(EXIT_CONNECT, 'disco#info after presence: %s' % (e,))
+                return
         if not self.done.done():
             self.done.set_result(True)
 
@@ -259,6 +278,9 @@ def parse_args(argv):
     p.add_argument('--mech', help='force this SASL mechanism (e.g. PLAIN)')
     p.add_argument('--tls-max', choices=('1.2', '1.3'), default='1.3',
                    help='the highest TLS version to offer')
+    p.add_argument('--djabberd', action='store_true',
+                   help='DJabberd: no session iq (RFC 3921), and presence '
+                   'confirmed before messages')
     p.add_argument('--debug', action='store_true', help='slixmpp debug log on stderr')
     args = p.parse_args(argv)
     if not args.login_only and not args.b:
