@@ -11,6 +11,8 @@ package XT::DJabberd;
 #       domains => ['d.test'],
 #       users   => [['alice', 'd.test', 'secret'], ...],
 #       s2s     => 0 | 1,        # 1: S2S enabled, a ServerPort ($d->s2s_port)
+#       s2s_peers => { 'r.test' => '127.1.2.3:5269', ... },
+#                                # where DJabberd finds these s2s peers
 #       extra   => "config lines appended to every <VHost>",
 #       timeout => 15,
 #   );                           # started and listening when new() returns
@@ -28,6 +30,14 @@ package XT::DJabberd;
 # made at run time), so a wrong password is refused.  Rosters are kept in
 # memory.  The log (log4perl, DEBUG: every stanza in and out) is
 # DIR/djabberd.log.
+#
+# s2s_peers: DJabberd finds a remote server (for an outgoing stream, and
+# the authoritative server it checks a dialback key with) by DNS SRV and
+# A lookups, except for the names given to DJabberd->set_fake_s2s_peer,
+# which no configuration directive sets.  With s2s_peers DJabberd is
+# started through t/lib/xt_djabberd_launch.pl, which sets them and then
+# runs the tree's djabberd script; without it the script runs directly.
+# The ServerPort listens on 127.0.0.1 either way.
 #
 # Sources: see auto/djabberd (DJABBERD_SOURCES, default ../shared/djabberd).
 # The Perl modules DJabberd needs are Debian packages (auto/packages).
@@ -87,6 +97,7 @@ sub new {
         users    => $o{users} // [],
         s2s      => $o{s2s} ? 1 : 0,
         extra    => $o{extra} // '',
+        s2s_peers => $o{s2s_peers} // {},
         timeout  => $o{timeout} // 15,
         port     => $o{port} // free_port(),
     }, $class;
@@ -120,7 +131,10 @@ sub version {
 sub command {
     my ($self) = @_;
     my $lib = abs_path(repo_root() . '/t/lib');
-    return ($^X, '-I', "$self->{src}/lib", '-I', $lib,
+    my $peers = $self->{s2s_peers};
+    my @launch = %$peers ? ("$lib/xt_djabberd_launch.pl",
+        map { "--xt-peer=$_=$peers->{$_}" } sort keys %$peers) : ();
+    return ($^X, '-I', "$self->{src}/lib", '-I', $lib, @launch,
         "$self->{src}/djabberd", '--conffile=' . $self->config_file,
         "--logconf=$self->{dir}/log.conf");
 }
