@@ -154,7 +154,8 @@ event_write), outside nginx: the answer is sent again then, each time on
 a new stream.
 TXT
 
-my $alice = login($r->port, 'r.test', 'alice', 'alice-pw');
+my $alice = XT::XMPP->login(port => $r->port, domain => 'r.test',
+    user => 'alice', password => 'alice-pw');
 ok($alice, 'alice logged in to R');
 
 for (@TREES) {
@@ -164,7 +165,8 @@ for (@TREES) {
     my $n = "$tree ($dom)";
 
     # bob logs in to DJabberd's own c2s port, not through nginx
-    my $bob = login($d->port, $dom, 'bob', 'bob-pw');
+    my $bob = XT::XMPP->login(port => $d->port, domain => $dom,
+        user => 'bob', password => 'bob-pw');
     ok($bob, "$n: bob logged in to DJabberd");
     $bob //= XT::XMPP->new(port => $d->port);
 
@@ -261,23 +263,5 @@ for (@TREES) {
         "$n: nginx logged the relayed session, with STARTTLS, to DJabberd");
 }
 
-sub login {
-    my ($port, $domain, $user, $pass) = @_;
-    my $c = XT::XMPP->new(port => $port, timeout => 10) or return;
-    $c->open_stream($domain);
-    $c->read_element;
-    $c->read_element;
-    $c->send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
-        . encode_base64("\0$user\0$pass", '') . "</auth>");
-    return unless ($c->read_element // '') =~ /^<success/;
-    $c->open_stream($domain);
-    $c->read_element;
-    $c->read_element;
-    $c->send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
-        . "</iq>");
-    $c->read_element;
-    $c->send("<presence/>");
-    return $c;
-}
 
 ###############################################################################

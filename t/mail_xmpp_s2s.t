@@ -137,8 +137,10 @@ $t->plan(44);
 
 # alice@r.test and bob@l.test, each on their own server, exchange messages
 
-my $alice = login($r->port, 'r.test', 'alice', 'alice-pw');
-my $bob = login($l->port, 'l.test', 'bob', 'bob-pw');
+my $alice = XT::XMPP->login(port => $r->port, domain => 'r.test',
+    user => 'alice', password => 'alice-pw');
+my $bob = XT::XMPP->login(port => $l->port, domain => 'l.test',
+    user => 'bob', password => 'bob-pw');
 ok($alice && $bob, 'both users logged in to their servers');
 
 $alice->send("<message to='bob\@l.test' type='chat' id='m1'>"
@@ -339,24 +341,6 @@ like($c->read_element // '', qr{<dialback xmlns='urn:xmpp:features:dialback'/>},
 
 ###############################################################################
 
-sub login {
-    my ($port, $domain, $user, $pass) = @_;
-    my $c = XT::XMPP->new(port => $port, timeout => 10) or return;
-    $c->open_stream($domain);
-    $c->read_element;
-    $c->read_element;
-    $c->send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
-        . encode_base64("\0$user\0$pass", '') . "</auth>");
-    return unless ($c->read_element // '') =~ /^<success/;
-    $c->open_stream($domain);
-    $c->read_element;
-    $c->read_element;
-    $c->send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
-        . "</iq>");
-    $c->read_element;
-    $c->send("<presence/>");
-    return $c;
-}
 
 # a stream from r.test to $to on nginx's s2s port, STARTTLS done, the new
 # stream header sent and nginx's (or the backend's) answer to it read

@@ -64,8 +64,11 @@ for my $b ('prosody', 'djabberd') {
             # to the backend, no nginx) to the session
             my $tok = XT::Interop::token();
             my $peer = $user eq 'alice' ? 'bob' : 'alice';
-            my $direct = eval { direct_login($srv{$b}, $peer, $dom) };
-            ok($direct, "$label: a client straight on $b") or diag($@);
+            my $direct = XT::XMPP->login(port => $srv{$b}->port,
+                domain => $dom, user => $peer, password => "$peer-pw",
+                resource => 'direct');
+            ok($direct, "$label: a client straight on $b")
+                or diag($XT::XMPP::ERROR);
             XT::Interop::peer_send($direct, "$jid/$res", "via $b $tok")
                 if $direct;
             my $m = $c && XT::Interop::peer_poll($c, 5);
@@ -81,29 +84,6 @@ for my $b ('prosody', 'djabberd') {
     }
 }
 
-# direct_login($server, $user, $domain): a raw session on the backend's own
-# (plain TCP) port, bound and available
-sub direct_login {
-    my ($server, $user, $dom) = @_;
-    my $c = XT::XMPP->new(port => $server->port, timeout => 10)
-        or die "connect: $XT::XMPP::ERROR\n";
-    $c->open_stream($dom);
-    $c->read_element;
-    $c->read_element;
-    $c->auth_plain($user, "$user-pw");
-    my $s = $c->read_element // 'EOF';
-    die "direct $user\@$dom: $s\n" unless $s =~ /^<success\b/;
-    $c->open_stream($dom);
-    $c->read_element;
-    $c->read_element;
-    $c->send("<iq type='set' id='b1'><bind"
-        . " xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-        . "<resource>direct</resource></bind></iq>");
-    my $r = $c->read_element // 'EOF';
-    die "direct $user\@$dom: bind: $r\n" unless $r =~ /<jid>/;
-    $c->send('<presence/>');
-    return $c;
-}
 
 sub wait_log {
     my ($server, $from, $re) = @_;

@@ -164,7 +164,7 @@ sub _write_config {
 
     for my $dom (@{ $self->{domains} }) {
         my $file = "$d/passwords-$dom";
-        _write("$file", $pw{$dom} // '');
+        XT::Daemon::write_file("$file", $pw{$dom} // '');
         chmod 0600, $file;
         $cfg .= <<"EOF";
 
@@ -183,9 +183,9 @@ $self->{extra}
 </VHost>
 EOF
     }
-    _write($self->config_file, $cfg);
+    XT::Daemon::write_file($self->config_file, $cfg);
 
-    _write("$d/log.conf", <<"EOF");
+    XT::Daemon::write_file("$d/log.conf", <<"EOF");
 log4perl.logger.DJabberd = DEBUG, LOGFILE
 log4perl.appender.LOGFILE = Log::Log4perl::Appender::File
 log4perl.appender.LOGFILE.filename = $d/djabberd.log
@@ -195,11 +195,5 @@ log4perl.appender.LOGFILE.layout.ConversionPattern = %d %-5p %c %m%n
 EOF
 }
 
-sub _write {
-    my ($file, $data) = @_;
-    open(my $fh, '>', $file) or die "XT::DJabberd: write $file: $!\n";
-    print $fh $data;
-    close $fh or die "XT::DJabberd: write $file: $!\n";
-}
 
 1;

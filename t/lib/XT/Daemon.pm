@@ -49,7 +49,7 @@ package XT::Daemon;
 # Methods: start, stop(%o), restart, alive (the child still runs), pid,
 # port, host, dir, log (the whole log so far).
 # Functions: exit_on_signals(), run_quiet(@cmd) -> (exit code, output),
-# tail($file) -> its last 20 lines.
+# write_file($path, $data), tail($file) -> its last 20 lines.
 
 use strict;
 use warnings;
@@ -214,6 +214,14 @@ sub run_quiet {
     my $out = <$fh> // '';
     close $fh;
     return ($? >> 8, $out);
+}
+
+# write_file($path, $data): writes a configuration file; dies on error.
+sub write_file {
+    my ($path, $data) = @_;
+    open(my $fh, '>', $path) or die "cannot write $path: $!\n";
+    print $fh $data;
+    close $fh or die "cannot write $path: $!\n";
 }
 
 # tail($file): its last 20 lines, "(none)" if it cannot be read.

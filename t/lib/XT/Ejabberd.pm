@@ -226,8 +226,8 @@ $dialback  mod_stream_mgmt:
 EOF
     $yml .= "\n# extra\n$self->{extra}\n" if length $self->{extra};
 
-    _write("$d/conf/ejabberd.yml", $yml);
-    _write("$d/conf/ejabberdctl.cfg", <<"EOF");
+    XT::Daemon::write_file("$d/conf/ejabberd.yml", $yml);
+    XT::Daemon::write_file("$d/conf/ejabberdctl.cfg", <<"EOF");
 # written by XT::Ejabberd: a node of its own, no epmd
 ERLANG_NODE=$self->{node}
 ERL_DIST_PORT=$self->{dist_port}
@@ -235,19 +235,13 @@ ERL_OPTIONS="-setcookie $self->{cookie} -kernel inet_dist_use_interface {127,0,0
 EJABBERD_BYPASS_WARNINGS=true
 EOF
     # "localhost" must resolve without DNS: the node name is NAME@localhost
-    _write("$d/conf/inetrc", <<'EOF');
+    XT::Daemon::write_file("$d/conf/inetrc", <<'EOF');
 {lookup,["file","native"]}.
 {host,{127,0,0,1}, ["localhost"]}.
 {file, resolv, "/etc/resolv.conf"}.
 EOF
 }
 
-sub _write {
-    my ($path, $content) = @_;
-    open(my $fh, '>', $path) or die "XT::Ejabberd: cannot write $path: $!\n";
-    print $fh $content;
-    close $fh or die "XT::Ejabberd: cannot write $path: $!\n";
-}
 
 sub _ctl_cmd {
     my ($self, @args) = @_;

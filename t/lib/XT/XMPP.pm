@@ -26,6 +26,7 @@ package XT::XMPP;
 #                                           to the features after TLS
 #   stream_header                           the last one read
 #   open_stream($to, %attrs)  auth_plain($user, $pass[, $authzid])
+#   XT::XMPP->login(...)      a bound session on a backend's own port
 #   socket  buffer (bytes received, not yet returned)  error  is_ssl  close
 # and the function XT::XMPP::show($bytes) for diagnostics.  Set
 # $c->{timeout} to change the default timeout; methods that wait also take
@@ -433,6 +434,35 @@ sub auth_plain {
     my $b64 = encode_base64(($authzid // '') . "\0$user\0$pass", '');
     return $self->send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'"
         . " mechanism='PLAIN'>$b64</auth>");
+}
+
+# XT::XMPP->login(port => P, domain => D, user => U, password => PW,
+#     resource => R, host => H): a session on a server's plain TCP port
+# (a backend's own, not nginx's): SASL PLAIN, the restart, resource
+# binding and available presence; {jid} is the bound JID.  undef on
+# failure, with the reason in $XT::XMPP::ERROR.
+sub login {
+    my ($class, %o) = @_;
+    my $c = $class->new(port => $o{port}, host => $o{host}, timeout => 10)
+        or return;
+    my $fail = sub { $ERROR = "login $o{user}\@$o{domain}: $_[0]"; return };
+    $c->open_stream($o{domain});
+    $c->read_element;
+    $c->read_element;
+    $c->auth_plain($o{user}, $o{password});
+    my $s = $c->read_element // 'EOF';
+    return $fail->(show($s)) unless $s =~ /^<success\b/;
+    $c->open_stream($o{domain});
+    $c->read_element;
+    $c->read_element;
+    my $r = defined $o{resource} ? "<resource>$o{resource}</resource>" : '';
+    $c->send("<iq type='set' id='bind1'><bind"
+        . " xmlns='urn:ietf:params:xml:ns:xmpp-bind'>$r</bind></iq>");
+    my $b = $c->read_element // 'EOF';
+    return $fail->('bind: ' . show($b)) unless $b =~ m{<jid>([^<]+)</jid>};
+    $c->{jid} = $1;
+    $c->send('<presence/>');
+    return $c;
 }
 
 sub DESTROY {
