@@ -65,6 +65,9 @@ ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ngx_mail_set_ctx(s, ctx, ngx_mail_xmpp_module);
 
     ctx->server = (s->protocol == NGX_MAIL_XMPP_SERVER_PROTOCOL);
+    ctx->out = (cscf->protocol
+                == ((ngx_mail_module_t *)
+                    ngx_mail_xmpp_server_out_module.ctx)->protocol);
 
     /*
      * The client speaks first: no greeting.  After a PROXY protocol

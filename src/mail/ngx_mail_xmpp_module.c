@@ -122,6 +122,35 @@ static ngx_mail_protocol_t  ngx_mail_xmpp_server_protocol = {
 };
 
 
+/*
+ * the backends' outgoing server-to-server streams: a backend connects to
+ * it in plain TCP, nginx asks auth_http ("Auth-Protocol: xmpp-server-out")
+ * and opens the stream to the remote domain's server with TLS
+ */
+
+static ngx_mail_protocol_t  ngx_mail_xmpp_server_out_protocol = {
+    ngx_string("xmpp-server-out"),
+    ngx_string("\x0bxmpp-server"),
+    { 5269, 0, 0, 0 },
+    NGX_MAIL_XMPP_SERVER_PROTOCOL,
+
+    ngx_mail_xmpp_init_session,
+    ngx_mail_xmpp_init_protocol,
+    ngx_mail_xmpp_parse_command,
+    ngx_mail_xmpp_auth_state,
+
+    ngx_string("<stream:error><internal-server-error xmlns='"
+               NGX_XMPP_ERR_NS "'/></stream:error></stream:stream>"),
+    ngx_null_string,
+    ngx_null_string,
+
+    ngx_mail_xmpp_auth_error,
+    ngx_mail_xmpp_proxy_handler,
+    NULL,
+    NULL
+};
+
+
 static ngx_command_t  ngx_mail_xmpp_commands[] = {
 
     { ngx_string("xmpp_client_buffer"),
@@ -139,6 +168,34 @@ static ngx_command_t  ngx_mail_xmpp_commands[] = {
       &ngx_mail_xmpp_auth_methods },
 
 #if (NGX_MAIL_SSL)
+
+    { ngx_string("xmpp_proxy_ssl"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl),
+      NULL },
+
+    { ngx_string("xmpp_proxy_ssl_verify"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_verify),
+      NULL },
+
+    { ngx_string("xmpp_proxy_ssl_verify_depth"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_verify_depth),
+      NULL },
+
+    { ngx_string("xmpp_proxy_ssl_trusted_certificate"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_trusted_certificate),
+      NULL },
 
     { ngx_string("xmpp_certificate"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE3,
@@ -268,6 +325,33 @@ ngx_module_t  ngx_mail_xmpp_server_module = {
 };
 
 
+static ngx_mail_module_t  ngx_mail_xmpp_server_out_module_ctx = {
+    &ngx_mail_xmpp_server_out_protocol,    /* protocol */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL                                   /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_mail_xmpp_server_out_module = {
+    NGX_MODULE_V1,
+    &ngx_mail_xmpp_server_out_module_ctx,  /* module context */
+    NULL,                                  /* module directives */
+    NGX_MAIL_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 static void *
 ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
 {
@@ -297,6 +381,11 @@ ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
     xcf->cache_error_time = NGX_CONF_UNSET;
     xcf->cache_size = NGX_CONF_UNSET_UINT;
     xcf->cache_negative_size = NGX_CONF_UNSET_UINT;
+#if (NGX_MAIL_SSL)
+    xcf->proxy_ssl = NGX_CONF_UNSET;
+    xcf->proxy_ssl_verify = NGX_CONF_UNSET;
+    xcf->proxy_ssl_verify_depth = NGX_CONF_UNSET_UINT;
+#endif
 
     return xcf;
 }
@@ -308,8 +397,12 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_mail_xmpp_srv_conf_t *prev = parent;
     ngx_mail_xmpp_srv_conf_t *conf = child;
 
-    ngx_str_t   mechanisms[3], starttls, none;
-    ngx_uint_t  i;
+    ngx_str_t                  mechanisms[3], starttls, none;
+    ngx_uint_t                 i;
+#if (NGX_MAIL_SSL)
+    ngx_flag_t                 out;
+    ngx_mail_core_srv_conf_t  *cscf;
+#endif
 
     static u_char  starttls_offered[] =
                        "<starttls xmlns='" NGX_XMPP_TLS_NS "'/>";
@@ -372,6 +465,31 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 
 #if (NGX_MAIL_SSL)
     if (ngx_mail_xmpp_ssl_init(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* TLS to the remote server of an outgoing stream, verified */
+
+    cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
+    out = (cscf->protocol == &ngx_mail_xmpp_server_out_protocol);
+
+    ngx_conf_merge_value(conf->proxy_ssl, prev->proxy_ssl, out);
+    ngx_conf_merge_value(conf->proxy_ssl_verify, prev->proxy_ssl_verify, 1);
+    ngx_conf_merge_uint_value(conf->proxy_ssl_verify_depth,
+                              prev->proxy_ssl_verify_depth, 3);
+    ngx_conf_merge_str_value(conf->proxy_ssl_trusted_certificate,
+                             prev->proxy_ssl_trusted_certificate, "");
+
+    if (conf->proxy_ssl && cscf->protocol && !out) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"xmpp_proxy_ssl\" is only for "
+                           "\"protocol xmpp-server-out\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->proxy_ssl && out
+        && ngx_mail_xmpp_upstream_ssl_init(cf, conf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 #endif

@@ -115,7 +115,8 @@ typedef enum {
 typedef enum {
     ngx_xmpp_proxy_start = 0,
     ngx_xmpp_proxy_features,
-    ngx_xmpp_proxy_auth
+    ngx_xmpp_proxy_auth,
+    ngx_xmpp_proxy_starttls     /* xmpp-server-out: <starttls/> sent */
 } ngx_xmpp_proxy_state_e;
 
 
@@ -198,6 +199,14 @@ typedef struct {
     ngx_str_t                    server_features;
     ngx_str_t                    server_starttls_features;
     ngx_str_t                    server_starttls_only_features;
+
+#if (NGX_MAIL_SSL)
+    ngx_flag_t                   proxy_ssl;        /* xmpp-server-out */
+    ngx_flag_t                   proxy_ssl_verify;
+    ngx_uint_t                   proxy_ssl_verify_depth;
+    ngx_str_t                    proxy_ssl_trusted_certificate;
+    ngx_ssl_t                   *proxy_ssl_ctx;
+#endif
 } ngx_mail_xmpp_srv_conf_t;
 
 
@@ -402,6 +411,7 @@ typedef struct {
     ngx_mail_xmpp_mech_t   *mech;           /* of the SASL exchange */
 
     unsigned                server:1;       /* xmpp-server protocol */
+    unsigned                out:1;          /* xmpp-server-out protocol */
     unsigned                stream:1;       /* client stream header seen */
     unsigned                header_sent:1;  /* our stream header sent */
     unsigned                lingering:1;
@@ -412,6 +422,8 @@ typedef struct {
     ngx_mail_xmpp_relay_t  *relay;          /* xmpp-server, relayed */
     ngx_recv_pt             recv;           /* the client's, while the
                                                relay drops whitespace */
+    ngx_event_handler_pt    up_write;       /* the upstream's, during its
+                                               TLS handshake */
 #if (NGX_MAIL_SSL)
     ngx_mail_xmpp_scram_t  *scram;          /* a SCRAM exchange */
 #endif
@@ -456,6 +468,13 @@ ngx_int_t ngx_mail_xmpp_relay_init(ngx_mail_session_t *s);
 #if (NGX_MAIL_SSL)
 char *ngx_mail_xmpp_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_mail_xmpp_upstream_ssl_init(ngx_conf_t *cf,
+    ngx_mail_xmpp_srv_conf_t *xcf);
+ngx_int_t ngx_mail_xmpp_upstream_ssl_start(ngx_mail_session_t *s,
+    ngx_connection_t *c, ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name,
+    ngx_connection_handler_pt handler);
+ngx_int_t ngx_mail_xmpp_upstream_ssl_verify(ngx_connection_t *c,
+    ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name);
 ngx_int_t ngx_mail_xmpp_ssl_init(ngx_conf_t *cf,
     ngx_mail_xmpp_srv_conf_t *xcf);
 char *ngx_mail_xmpp_certificate_lookup(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -501,6 +520,7 @@ extern ngx_mail_xmpp_mech_t  ngx_mail_xmpp_mechanisms[];
 
 extern ngx_module_t  ngx_mail_xmpp_module;
 extern ngx_module_t  ngx_mail_xmpp_server_module;
+extern ngx_module_t  ngx_mail_xmpp_server_out_module;
 
 
 #endif /* _NGX_MAIL_XMPP_MODULE_H_INCLUDED_ */

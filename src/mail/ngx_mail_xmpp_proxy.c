@@ -40,6 +40,11 @@ static ssize_t ngx_mail_xmpp_proxy_restart_recv(ngx_connection_t *c,
     u_char *buf, size_t size);
 static void ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx);
+#if (NGX_MAIL_SSL)
+static ngx_int_t ngx_mail_xmpp_proxy_starttls(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx, ngx_connection_t *c);
+static void ngx_mail_xmpp_proxy_tls(ngx_connection_t *c);
+#endif
 static void ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx);
 static void ngx_mail_xmpp_proxy_wait(ngx_event_t *rev);
@@ -52,6 +57,9 @@ static void ngx_mail_xmpp_proxy_log(ngx_connection_t *c, char *text,
 static u_char  xmpp_proxy_auth_start[] =
     "<auth xmlns='" NGX_XMPP_SASL_NS "' mechanism='PLAIN'>";
 static u_char  xmpp_proxy_auth_end[] = "</auth>";
+#if (NGX_MAIL_SSL)
+static u_char  xmpp_proxy_starttls[] = "<starttls xmlns='" NGX_XMPP_TLS_NS "'/>";
+#endif
 
 static u_char  xmpp_proxy_error[] =
     "<failure xmlns='" NGX_XMPP_SASL_NS "'>"
@@ -72,6 +80,9 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
     ngx_connection_t     *c;
     ngx_mail_session_t   *s;
     ngx_mail_xmpp_ctx_t  *ctx;
+#if (NGX_MAIL_SSL)
+    ngx_mail_xmpp_srv_conf_t  *xcf;
+#endif
 
     c = rev->data;
     s = c->data;
@@ -122,6 +133,11 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
         if (ctx->login_state == ngx_xmpp_proxy_features) {
             s->connection->log->action = "reading stream features "
                                          "from upstream";
+
+        } else if (ctx->login_state == ngx_xmpp_proxy_starttls) {
+            s->connection->log->action = "reading STARTTLS answer "
+                                         "from upstream";
+
         } else {
             s->connection->log->action = "reading authentication result "
                                          "from upstream";
@@ -185,6 +201,21 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 if (ctx->login_state != ngx_xmpp_proxy_features) {
                     goto unexpected;
                 }
+
+#if (NGX_MAIL_SSL)
+                if (ctx->out && c->ssl == NULL) {
+                    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+
+                    if (xcf->proxy_ssl) {
+                        if (ngx_mail_xmpp_proxy_starttls(s, ctx, c) != NGX_OK) {
+                            ngx_mail_xmpp_proxy_error(s);
+                            return;
+                        }
+
+                        continue;
+                    }
+                }
+#endif
 
                 if (ctx->server) {
                     ngx_mail_xmpp_proxy_features(s, ctx);
@@ -260,6 +291,34 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 return;
 
             default: /* NGX_XMPP_UP_OTHER */
+
+#if (NGX_MAIL_SSL)
+                if (ctx->login_state == ngx_xmpp_proxy_starttls
+                    && ngx_strnstr(ctx->up.start, "proceed",
+                                   b->pos - ctx->up.start)
+                    && ngx_strnstr(ctx->up.start, NGX_XMPP_TLS_NS,
+                                   b->pos - ctx->up.start))
+                {
+                    /* TLS from the next byte on */
+
+                    b->pos = b->start;
+                    b->last = b->start;
+
+                    ctx->up_write = c->write->handler;
+
+                    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+
+                    if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host,
+                                                         ngx_mail_xmpp_proxy_tls)
+                        == NGX_ERROR)
+                    {
+                        ngx_mail_xmpp_proxy_error(s);
+                    }
+
+                    return;
+                }
+#endif
+
                 goto unexpected;
             }
         }
@@ -642,6 +701,73 @@ ngx_mail_xmpp_proxy_cleanup(void *data)
 
     ctx->s2s.up_wait = 0;
 }
+
+
+#if (NGX_MAIL_SSL)
+
+static ngx_int_t
+ngx_mail_xmpp_proxy_starttls(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
+    ngx_connection_t *c)
+{
+    ngx_str_t   line;
+    ngx_buf_t  *b;
+
+    /* the remote server's features before TLS: STARTTLS, or nothing */
+
+    b = s->proxy->buffer;
+
+    if (ngx_strnstr(b->start, NGX_XMPP_TLS_NS, b->pos - b->start) == NULL) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "upstream \"%V\" offered no STARTTLS", &ctx->host);
+        return NGX_ERROR;
+    }
+
+    s->connection->log->action = "sending STARTTLS to upstream";
+
+    line.data = xmpp_proxy_starttls;
+    line.len = sizeof(xmpp_proxy_starttls) - 1;
+
+    if (ngx_mail_xmpp_proxy_send(s, c, &line) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->login_state = ngx_xmpp_proxy_starttls;
+    ctx->up.start = NULL;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "xmpp upstream starttls sent");
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_mail_xmpp_proxy_tls(ngx_connection_t *c)
+{
+    ngx_mail_session_t        *s;
+    ngx_mail_xmpp_ctx_t       *ctx;
+    ngx_mail_xmpp_srv_conf_t  *xcf;
+
+    /* the handshake with the remote server ended: a new stream over TLS */
+
+    s = c->data;
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+
+    if (ngx_mail_xmpp_upstream_ssl_verify(c, xcf, &ctx->host) != NGX_OK) {
+        ngx_mail_xmpp_proxy_error(s);
+        return;
+    }
+
+    c->read->handler = ngx_mail_xmpp_proxy_handler;
+    c->write->handler = ctx->up_write;
+
+    ctx->login_state = ngx_xmpp_proxy_start;
+
+    ngx_mail_xmpp_proxy_handler(c->read);
+}
+
+#endif
 
 
 static void

@@ -1,0 +1,244 @@
+#!/usr/bin/perl
+
+# Outgoing server-to-server through nginx (protocol xmpp-server-out): two
+# real Prosody servers, R (r.test) and L (l.test), federate both ways only
+# through nginx.  Each resolves the other's domain (its libunbound
+# "hoststxt") to nginx's outgoing listener and connects there in plain
+# TCP; nginx asks auth_http (Auth-Protocol: xmpp-server-out) which server
+# serves the "to" domain, connects, does STARTTLS as the client with the
+# domain as SNI, verifies the server's certificate for the domain against
+# a test CA, then opens the stream on behalf of the backend and relays.
+# Dialback stays the two servers' business (each checks the other's key
+# with its authoritative server, again through nginx).  Faults: a server
+# whose certificate names another domain, one that offers no STARTTLS, a
+# domain auth_http refuses.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use File::Path qw(make_path);
+use Test::More;
+
+use XT::Nginx qw(free_port);
+use XT::Prosody;
+use XT::XMPP;
+
+my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
+
+my $td = $t->testdir;
+my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my ($nginx_ip, $r_ip, $l_ip, $x_ip) = map { "$net.$_" } 2, 3, 4, 5;
+
+for my $ip ($nginx_ip, $r_ip, $l_ip, $x_ip) {
+    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
+        Listen => 1);
+    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
+}
+
+sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
+
+sub openssl {
+    my $out = `openssl @_ 2>&1`;
+    die "openssl @_:\n$out" if $?;
+}
+
+# a test CA, and certificates it signs: L's for l.test, R's for r.test,
+# X's (x.test's server) for another name
+
+openssl("req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+    . " -keyout $td/ca.key -out $td/ca.crt -days 2 -subj /CN=xt-ca");
+
+sub signed {
+    my ($dir, $domain, $name) = @_;
+    make_path("$dir/certs");
+    my $base = "$dir/certs/$domain";
+    openssl("req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+        . " -keyout $base.key -out $base.csr -subj /CN=$name");
+    write_file("$base.ext", "subjectAltName=DNS:$name\n");
+    openssl("x509 -req -in $base.csr -CA $td/ca.crt -CAkey $td/ca.key"
+        . " -CAcreateserial -days 2 -out $base.crt -extfile $base.ext");
+}
+
+mkdir "$td/$_" for qw/r l x/;
+
+# every other domain resolves to nginx's outgoing listener; SRV lookups
+# fail at once (a name server that is not there)
+
+for my $d (qw/r l x/) {
+    write_file("$td/$d/hosts", join '', map { "$nginx_ip $_.test\n" }
+        grep { $_ ne $d } qw/r l x/);
+    write_file("$td/$d/resolv.conf", "nameserver $net.9\n");
+}
+
+sub s2s_extra {
+    my ($d, $ip, $more) = @_;
+    return <<"EOF";
+modules_disabled = { }
+modules_enabled = {
+    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
+}
+s2s_ports = { 5269 }
+s2s_interfaces = { "$ip" }
+s2s_require_encryption = false
+s2s_secure_auth = false
+unbound = { hoststxt = "$td/$d/hosts"; resolvconf = "$td/$d/resolv.conf" }
+${\ ($more // '')}
+EOF
+}
+
+signed("$td/r/prosody", 'r.test', 'r.test');
+signed("$td/l/prosody", 'l.test', 'l.test');
+signed("$td/x/prosody", 'x.test', 'not-x.test');
+
+my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
+    users => [['alice', 'r.test', 'alice-pw']],
+    extra => s2s_extra('r', $r_ip));
+
+my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
+    users => [['bob', 'l.test', 'bob-pw']],
+    extra => s2s_extra('l', $l_ip));
+
+my $x = XT::Prosody->new(dir => "$td/x/prosody", domains => ['x.test'],
+    users => [['carol', 'x.test', 'carol-pw']],
+    extra => s2s_extra('x', $x_ip));
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+
+events {
+}
+
+http {
+    log_format auth '\$http_auth_protocol|\$http_auth_method|'
+                    '\$http_auth_user|\$http_auth_xmpp_from|'
+                    '\$http_auth_xmpp_to';
+
+    # the server of each remote domain (a static route)
+    map \$http_auth_xmpp_to \$xt_server {
+        r.test   $r_ip;
+        l.test   $l_ip;
+        x.test   $x_ip;
+        default  "";
+    }
+
+    map "\$http_auth_xmpp_from:\$http_auth_xmpp_to" \$xt_status {
+        "~^[rlx]\\.test:[rlx]\\.test\$"  OK;
+        default                         "Federation not allowed";
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        access_log %%TESTDIR%%/auth.log auth;
+
+        location = /auth {
+            add_header Auth-Status \$xt_status;
+            add_header Auth-Server \$xt_server;
+            add_header Auth-Port 5269;
+            add_header Auth-Error-Code policy-violation;
+            return 204;
+        }
+    }
+}
+
+mail {
+    auth_http 127.0.0.1:%%PORT_8081%%/auth;
+
+    server {
+        listen $nginx_ip:5269;
+        protocol xmpp-server-out;
+        xmpp_proxy_ssl_trusted_certificate %%TESTDIR%%/ca.crt;
+    }
+}
+EOF
+$t->run();
+
+###############################################################################
+
+my $alice = XT::XMPP->login(port => $r->port, domain => 'r.test',
+    user => 'alice', password => 'alice-pw');
+my $bob = XT::XMPP->login(port => $l->port, domain => 'l.test',
+    user => 'bob', password => 'bob-pw');
+ok($alice && $bob, 'both users logged in to their servers');
+
+$alice->send("<message to='bob\@l.test' type='chat' id='m1'>"
+    . "<body>hello from r</body></message>");
+like($bob->read_until(qr{<body>hello from r</body>}, 20) // '',
+    qr/from=.alice\@r\.test/, 'message r.test -> l.test through nginx');
+
+$bob->send("<message to='alice\@r.test' type='chat' id='m2'>"
+    . "<body>hello from l</body></message>");
+like($alice->read_until(qr{<body>hello from l</body>}, 20) // '',
+    qr/from=.bob\@l\.test/, 'message l.test -> r.test through nginx');
+
+my @auth = map { [ split /\|/, $_, -1 ] } split /\n/, $t->read_file('auth.log');
+ok((grep { "@$_" eq 'xmpp-server-out external r.test r.test l.test' } @auth),
+    'auth_http: R\'s stream to l.test, Auth-Protocol xmpp-server-out');
+ok((grep { "@$_" eq 'xmpp-server-out external l.test l.test r.test' } @auth),
+    'auth_http: L\'s stream to r.test');
+
+# from the servers' side: each connected out to nginx in plain TCP, and
+# every incoming s2s stream was TLS 1.3 (nginx's)
+
+for my $p ([$l, 'L'], [$r, 'R']) {
+    my ($srv, $n) = @$p;
+    my $log = $srv->log;
+    like($log, qr/Next target to try is \Q$nginx_ip\E:5269/,
+        "$n: its outgoing stream went to nginx");
+    unlike($log, qr/s2sout\w*\s+\w+\s+Stream encrypted/,
+        "$n: in plain TCP");
+    my $in = () = $log =~ /s2sin\w*\s+debug\s+Incoming s2s connection\n/g;
+    my $tls = () = $log =~ /s2sin\w*\s+info\s+Stream encrypted \(TLSv1\.3 /g;
+    ok($in && $in == $tls, "$n: every incoming s2s stream with TLS 1.3"
+        . " ($tls of $in)");
+}
+
+for my $p (['r', $l_ip], ['l', $r_ip]) {
+    my ($from, $ip) = @$p;
+    like($t->read_file('error.log'),
+        qr/client logged in, client: 127\.0\.0\.1, server: \Q$nginx_ip\E:5269, login: "$from\.test", upstream: \Q$ip\E:5269/,
+        "nginx logged the outgoing session of $from.test");
+}
+
+###############################################################################
+
+# faults: each a stream error to the backend and an error-log line
+
+sub raw_out {
+    my ($from, $to) = @_;
+    my $c = XT::XMPP->new(host => $nginx_ip, port => 5269, timeout => 10)
+        or die $XT::XMPP::ERROR;
+    $c->send("<?xml version='1.0'?><stream:stream xmlns='jabber:server'"
+        . " xmlns:stream='http://etherx.jabber.org/streams'"
+        . " xmlns:db='jabber:server:dialback' version='1.0'"
+        . " from='$from' to='$to'>");
+    my @got;
+    while (defined(my $e = $c->read_element)) {
+        push @got, $e;
+        last if $e =~ /features|error/;
+    }
+    return join '', @got;
+}
+
+# x.test's certificate names not-x.test
+
+my $got = raw_out('r.test', 'x.test');
+like($got, qr/<remote-connection-failed\b/, 'wrong certificate: stream error');
+like($t->read_file('error.log'),
+    qr/upstream SSL certificate does not match "x\.test"/,
+    'wrong certificate: error log names the domain');
+unlike($x->log, qr/Received\[s2sin\w*\]: <stream:stream/,
+    'wrong certificate: nothing of the stream reached x.test after TLS');
+
+# a domain auth_http does not let R federate with
+
+$got = raw_out('r.test', 'elsewhere.example');
+like($got, qr/<policy-violation\b/, 'refused by auth_http: policy-violation');
+
+# the servers go first: nginx's graceful stop waits for relayed sessions
+
+$_->stop for $r, $l, $x;
+
+$t->done_testing;
