@@ -30,9 +30,10 @@ my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
 
 my $td = $t->testdir;
 my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
-my ($nginx_ip, $r_ip, $l_ip, $x_ip) = map { "$net.$_" } 2, 3, 4, 5;
+my ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip, $down_ip)
+    = map { "$net.$_" } 2, 3, 4, 5, 6, 7;
 
-for my $ip ($nginx_ip, $r_ip, $l_ip, $x_ip) {
+for my $ip ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip) {
     my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
         Listen => 1);
     plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
@@ -105,6 +106,14 @@ my $x = XT::Prosody->new(dir => "$td/x/prosody", domains => ['x.test'],
     users => [['carol', 'x.test', 'carol-pw']],
     extra => s2s_extra('x', $x_ip));
 
+# n.test's server offers no STARTTLS (no "tls" module)
+
+mkdir "$td/n";
+write_file("$td/n/hosts", "$nginx_ip r.test\n");
+write_file("$td/n/resolv.conf", "nameserver $net.9\n");
+my $n = XT::Prosody->new(dir => "$td/n/prosody", domains => ['n.test'],
+    extra => s2s_extra('n', $n_ip) =~ s/"tls"; //r);
+
 $t->write_file_expand('nginx.conf', <<"EOF");
 %%TEST_GLOBALS%%
 
@@ -121,11 +130,13 @@ http {
         r.test   $r_ip;
         l.test   $l_ip;
         x.test   $x_ip;
+        n.test   $n_ip;
+        down.test $down_ip;
         default  "";
     }
 
     map "\$http_auth_xmpp_from:\$http_auth_xmpp_to" \$xt_status {
-        "~^[rlx]\\.test:[rlx]\\.test\$"  OK;
+        "~^[rlx]\\.test:[a-z]+\\.test\$"  OK;
         default                         "Federation not allowed";
     }
 
@@ -150,6 +161,13 @@ mail {
         listen $nginx_ip:5269;
         protocol xmpp-server-out;
         xmpp_proxy_ssl_trusted_certificate %%TESTDIR%%/ca.crt;
+    }
+
+    # for dialback-only peers: their certificate is not checked
+    server {
+        listen $nginx_ip:5270;
+        protocol xmpp-server-out;
+        xmpp_proxy_ssl_verify off;
     }
 }
 EOF
@@ -207,9 +225,9 @@ for my $p (['r', $l_ip], ['l', $r_ip]) {
 # faults: each a stream error to the backend and an error-log line
 
 sub raw_out {
-    my ($from, $to) = @_;
-    my $c = XT::XMPP->new(host => $nginx_ip, port => 5269, timeout => 10)
-        or die $XT::XMPP::ERROR;
+    my ($from, $to, $port) = @_;
+    my $c = XT::XMPP->new(host => $nginx_ip, port => $port // 5269,
+        timeout => 10) or die $XT::XMPP::ERROR;
     $c->send("<?xml version='1.0'?><stream:stream xmlns='jabber:server'"
         . " xmlns:stream='http://etherx.jabber.org/streams'"
         . " xmlns:db='jabber:server:dialback' version='1.0'"
@@ -225,12 +243,37 @@ sub raw_out {
 # x.test's certificate names not-x.test
 
 my $got = raw_out('r.test', 'x.test');
-like($got, qr/<remote-connection-failed\b/, 'wrong certificate: stream error');
+like($got, qr/^<stream:stream\b[^>]*>.*<stream:error><remote-connection-failed\b/s,
+    'wrong certificate: a stream header, then the stream error');
 like($t->read_file('error.log'),
     qr/upstream SSL certificate does not match "x\.test"/,
     'wrong certificate: error log names the domain');
 unlike($x->log, qr/Received\[s2sin\w*\]: <stream:stream/,
     'wrong certificate: nothing of the stream reached x.test after TLS');
+
+# the same with verification off: x.test's own features, after TLS
+
+$got = raw_out('r.test', 'x.test', 5270);
+like($got, qr/<stream:features>.*<dialback\b/s,
+    'xmpp_proxy_ssl_verify off: the stream goes on');
+like($t->read_file('error.log'),
+    qr/certificate of upstream "x\.test" not verified \(xmpp_proxy_ssl_verify off\)/,
+    'xmpp_proxy_ssl_verify off: said in the error log');
+
+# a server that offers no STARTTLS: never plaintext
+
+$got = raw_out('r.test', 'n.test');
+like($got, qr/<remote-connection-failed\b/, 'no STARTTLS offered: stream error');
+like($t->read_file('error.log'), qr/upstream "n\.test" offered no STARTTLS/,
+    'no STARTTLS offered: error log');
+
+# a server that is down
+
+$got = raw_out('r.test', 'down.test');
+like($got, qr/<remote-connection-failed\b/, 'server down: stream error');
+like($t->read_file('error.log'),
+    qr/\(111: Connection refused\) while sending stream header to upstream[^\n]*upstream: \Q$down_ip\E:5269/,
+    'server down: the error log names it');
 
 # a domain auth_http does not let R federate with
 
@@ -239,6 +282,6 @@ like($got, qr/<policy-violation\b/, 'refused by auth_http: policy-violation');
 
 # the servers go first: nginx's graceful stop waits for relayed sessions
 
-$_->stop for $r, $l, $x;
+$_->stop for $r, $l, $x, $n;
 
 $t->done_testing;

@@ -66,9 +66,6 @@ static u_char  xmpp_proxy_error[] =
     "<temporary-auth-failure/></failure>"
     "<stream:error><remote-connection-failed xmlns='" NGX_XMPP_ERR_NS "'/>"
     "</stream:error></stream:stream>";
-static u_char  xmpp_proxy_server_error[] =
-    "<stream:error><remote-connection-failed xmlns='" NGX_XMPP_ERR_NS "'/>"
-    "</stream:error></stream:stream>";
 
 
 void
@@ -879,7 +876,18 @@ ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s)
     }
 
     if (ctx->server) {
-        ngx_str_set(&s->out, xmpp_proxy_server_error);
+
+        /* with nginx's stream header if the remote has none yet */
+
+        s->out.len = 0;
+
+        if (ngx_mail_xmpp_stream_error(s, s->connection,
+                                       NGX_XMPP_ERR_REMOTE_CONNECTION)
+            != NGX_OK)
+        {
+            ngx_mail_close_connection(s->connection);
+            return;
+        }
 
     } else {
         ngx_str_set(&s->out, xmpp_proxy_error);
