@@ -8,10 +8,14 @@
 # serves the "to" domain, connects, does STARTTLS as the client with the
 # domain as SNI, verifies the server's certificate for the domain against
 # a test CA, then opens the stream on behalf of the backend and relays.
+# Where auth_http names no server, nginx finds it with its resolver (a
+# real DNS server of the test's, dnsmasq): L's by the SRV record of
+# _xmpp-server._tcp.l.test, R's by the address of r.test on 5269.
 # Dialback stays the two servers' business (each checks the other's key
 # with its authoritative server, again through nginx).  Faults: a server
 # whose certificate names another domain, one that offers no STARTTLS, a
-# domain auth_http refuses.
+# domain auth_http refuses, a server that is down, a domain without DNS
+# records.
 
 use strict;
 use warnings;
@@ -22,6 +26,7 @@ use lib "$FindBin::Bin/lib";
 use File::Path qw(make_path);
 use Test::More;
 
+use XT::Dnsmasq;
 use XT::Nginx qw(free_port);
 use XT::Prosody;
 use XT::XMPP;
@@ -94,6 +99,10 @@ signed("$td/r/prosody", 'r.test', 'r.test');
 signed("$td/l/prosody", 'l.test', 'l.test');
 signed("$td/x/prosody", 'x.test', 'not-x.test');
 
+my $dns = XT::Dnsmasq->new(dir => "$td/dns", domains => ['test'],
+    a => { 'xmpp.l.test' => $l_ip, 'r.test' => $r_ip },
+    srv => [['_xmpp-server._tcp.l.test', 'xmpp.l.test', 5269, 10, 1]]);
+
 my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
     users => [['alice', 'r.test', 'alice-pw']],
     extra => s2s_extra('r', $r_ip));
@@ -125,14 +134,17 @@ http {
                     '\$http_auth_user|\$http_auth_xmpp_from|'
                     '\$http_auth_xmpp_to';
 
-    # the server of each remote domain (a static route)
+    # static routes; r.test, l.test (and the rest) by DNS
     map \$http_auth_xmpp_to \$xt_server {
-        r.test   $r_ip;
-        l.test   $l_ip;
-        x.test   $x_ip;
-        n.test   $n_ip;
-        down.test $down_ip;
-        default  "";
+        x.test     $x_ip;
+        n.test     $n_ip;
+        down.test  $down_ip;
+        default    "";
+    }
+
+    map \$xt_server \$xt_port {
+        ""       "";
+        default  5269;
     }
 
     map "\$http_auth_xmpp_from:\$http_auth_xmpp_to" \$xt_status {
@@ -147,7 +159,7 @@ http {
         location = /auth {
             add_header Auth-Status \$xt_status;
             add_header Auth-Server \$xt_server;
-            add_header Auth-Port 5269;
+            add_header Auth-Port \$xt_port;
             add_header Auth-Error-Code policy-violation;
             return 204;
         }
@@ -161,6 +173,8 @@ mail {
         listen $nginx_ip:5269;
         protocol xmpp-server-out;
         xmpp_proxy_ssl_trusted_certificate %%TESTDIR%%/ca.crt;
+        resolver 127.0.0.1:${\ $dns->port} ipv6=off;
+        resolver_timeout 5s;
     }
 
     # for dialback-only peers: their certificate is not checked
@@ -212,6 +226,15 @@ for my $p ([$l, 'L'], [$r, 'R']) {
     ok($in && $in == $tls, "$n: every incoming s2s stream with TLS 1.3"
         . " ($tls of $in)");
 }
+
+like($t->read_file('error.log'),
+    qr/the server of "l\.test" is \Q$l_ip\E:5269 \(SRV _xmpp-server\._tcp/,
+    'l.test: its SRV record');
+like($t->read_file('error.log'),
+    qr/the server of "r\.test" is \Q$r_ip\E:5269 \(address record/,
+    'r.test: no SRV record, its address on 5269');
+like($dns->log, qr/query\[SRV\] _xmpp-server\._tcp\.r\.test from 127\.0\.0\.1/,
+    'nginx asked the DNS server for the SRV record');
 
 for my $p (['r', $l_ip], ['l', $r_ip]) {
     my ($from, $ip) = @$p;
@@ -275,6 +298,13 @@ like($t->read_file('error.log'),
     qr/\(111: Connection refused\) while sending stream header to upstream[^\n]*upstream: \Q$down_ip\E:5269/,
     'server down: the error log names it');
 
+# a domain without DNS records
+
+$got = raw_out('r.test', 'nodns.test');
+like($got, qr/<remote-connection-failed\b/, 'no DNS records: stream error');
+like($t->read_file('error.log'), qr/nodns\.test could not be resolved/,
+    'no DNS records: the error log says so');
+
 # a domain auth_http does not let R federate with
 
 $got = raw_out('r.test', 'elsewhere.example');
@@ -282,6 +312,6 @@ like($got, qr/<policy-violation\b/, 'refused by auth_http: policy-violation');
 
 # the servers go first: nginx's graceful stop waits for relayed sessions
 
-$_->stop for $r, $l, $x, $n;
+$_->stop for $r, $l, $x, $n, $dns;
 
 $t->done_testing;

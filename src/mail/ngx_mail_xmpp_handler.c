@@ -1480,10 +1480,30 @@ ngx_mail_xmpp_auth_header(ngx_mail_session_t *s, ngx_str_t *name,
 void
 ngx_mail_xmpp_auth_done(ngx_mail_session_t *s, ngx_addr_t *peer)
 {
+    ngx_mail_xmpp_ctx_t   *ctx;
 #if (NGX_MAIL_SSL)
     ngx_int_t              rc;
     ngx_connection_t      *c;
-    ngx_mail_xmpp_ctx_t   *ctx;
+#endif
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    if (peer == NULL) {
+
+        /* no server named: an outgoing stream's is found by DNS */
+
+        if (ctx->out) {
+            ngx_mail_xmpp_resolve(s, 1);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                      "auth http server did not send server or port");
+        ngx_mail_session_internal_server_error(s);
+        return;
+    }
+
+#if (NGX_MAIL_SSL)
 
     /*
      * auth_http said OK: with PLAIN the backend login starts, with SCRAM
@@ -1494,7 +1514,6 @@ ngx_mail_xmpp_auth_done(ngx_mail_session_t *s, ngx_addr_t *peer)
         || s->auth_method == NGX_MAIL_AUTH_SCRAM_SHA256)
     {
         c = s->connection;
-        ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
         if (s->passwd.len == 0) {
             ngx_log_error(NGX_LOG_ERR, c->log, 0,

@@ -147,7 +147,7 @@ static ngx_mail_protocol_t  ngx_mail_xmpp_server_out_protocol = {
     ngx_mail_xmpp_auth_error,
     ngx_mail_xmpp_proxy_handler,
     NULL,
-    NULL
+    ngx_mail_xmpp_auth_done
 };
 
 

@@ -424,6 +424,7 @@ typedef struct {
                                                relay drops whitespace */
     ngx_event_handler_pt    up_write;       /* the upstream's, during its
                                                TLS handshake */
+    ngx_pool_cleanup_t     *resolve_cleanup;  /* xmpp-server-out */
 #if (NGX_MAIL_SSL)
     ngx_mail_xmpp_scram_t  *scram;          /* a SCRAM exchange */
 #endif
@@ -464,6 +465,7 @@ ngx_int_t ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos,
     u_char *last);
 ngx_uint_t ngx_mail_xmpp_scan_between(ngx_mail_xmpp_scan_t *sc);
 ngx_int_t ngx_mail_xmpp_relay_init(ngx_mail_session_t *s);
+void ngx_mail_xmpp_resolve(ngx_mail_session_t *s, ngx_uint_t srv);
 
 #if (NGX_MAIL_SSL)
 char *ngx_mail_xmpp_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
