@@ -1215,8 +1215,24 @@ ngx_mail_xmpp_server_stream(ngx_mail_session_t *s, ngx_connection_t *c)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
 
-    if (ngx_mail_xmpp_check_domain(ctx->s2s.remote.data, ctx->s2s.remote.len)
-        != NGX_OK)
+    if (ctx->out && ctx->s2s.remote.len == 0) {
+
+        /*
+         * a backend of RFC 3920 (DJabberd) sends no "from" on its
+         * outgoing streams: its first dialback element names the local
+         * domain, see ngx_mail_xmpp_dialback()
+         */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                       "xmpp outgoing stream without \"from\"");
+
+        /* empty, not NULL: copied into the auth_http request */
+
+        ngx_str_set(&ctx->s2s.remote, "");
+
+    } else if (ngx_mail_xmpp_check_domain(ctx->s2s.remote.data,
+                                          ctx->s2s.remote.len)
+               != NGX_OK)
     {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "remote server sent invalid or no \"from\"");
@@ -1286,6 +1302,28 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
      * element, see ngx_mail_xmpp_relay_check().
      */
 
+    if (ctx->out && ctx->s2s.remote.len == 0
+        && ngx_mail_xmpp_check_domain(ctx->s2s.db_from.data,
+                                      ctx->s2s.db_from.len)
+           == NGX_OK)
+    {
+        /* the stream header had no "from": the local domain from here on */
+
+        p = ngx_pnalloc(c->pool, ctx->s2s.db_from.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_strlow(p, ctx->s2s.db_from.data, ctx->s2s.db_from.len);
+
+        ctx->s2s.remote.data = p;
+        ctx->s2s.remote.len = ctx->s2s.db_from.len;
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "outgoing stream from \"%V\" (its header had no "
+                      "\"from\")", &ctx->s2s.remote);
+    }
+
     if (ctx->s2s.db_from.len != ctx->s2s.remote.len
         || ngx_strncasecmp(ctx->s2s.db_from.data, ctx->s2s.remote.data,
                            ctx->s2s.remote.len)
@@ -1336,8 +1374,9 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
     key.data = ctx->parse.text_start;
     key.len = ctx->parse.text_end - ctx->parse.text_start;
 
-    if (key.len == 0 || key.len > 1024 || ctx->parse.bad_text
-        || (verify && ngx_mail_xmpp_check_token(&ctx->s2s.db_id) != NGX_OK))
+    if (ngx_mail_xmpp_check_token(&key, 1024) != NGX_OK
+        || (verify && ngx_mail_xmpp_check_token(&ctx->s2s.db_id, 256)
+                      != NGX_OK))
     {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "remote server sent malformed dialback element");

@@ -514,7 +514,7 @@ ngx_str_t ngx_mail_xmpp_log_value(u_char *buf, size_t size, ngx_str_t *src);
 void ngx_mail_xmpp_skip_space(ngx_buf_t *b);
 size_t ngx_mail_xmpp_compact(ngx_buf_t *b, u_char *keep);
 ngx_int_t ngx_mail_xmpp_check_domain(u_char *name, size_t len);
-ngx_int_t ngx_mail_xmpp_check_token(ngx_str_t *id);
+ngx_int_t ngx_mail_xmpp_check_token(ngx_str_t *id, size_t max);
 
 extern ngx_str_t  ngx_mail_xmpp_stream_errors[];
 extern ngx_str_t  ngx_mail_xmpp_sasl_conditions[];

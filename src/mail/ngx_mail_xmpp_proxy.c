@@ -374,7 +374,7 @@ ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s, ngx_connection_t *c)
         /* on behalf of the remote: both domains are checked host names */
 
         flags = NGX_XMPP_HEADER_SERVER;
-        from = &ctx->s2s.remote;
+        from = ctx->s2s.remote.len ? &ctx->s2s.remote : NULL;
         to = &ctx->host;
 
         goto send;

@@ -539,14 +539,17 @@ ngx_mail_xmpp_check_domain(u_char *name, size_t len)
 
 
 ngx_int_t
-ngx_mail_xmpp_check_token(ngx_str_t *id)
+ngx_mail_xmpp_check_token(ngx_str_t *id, size_t max)
 {
     size_t   i;
     u_char   ch;
 
-    /* a stream id: what servers use, nothing that needs escaping */
+    /*
+     * a stream id or a dialback key: what servers use (hex, base64,
+     * DJabberd's "i-" and hex), nothing that needs escaping
+     */
 
-    if (id->len == 0 || id->len > 256) {
+    if (id->len == 0 || id->len > max) {
         return NGX_DECLINED;
     }
 

@@ -11,6 +11,7 @@ package XT::DJabberd;
 #       domains => ['d.test'],
 #       users   => [['alice', 'd.test', 'secret'], ...],
 #       s2s     => 0 | 1,        # 1: S2S enabled, a ServerPort ($d->s2s_port)
+#       s2s_host => '127.0.0.1', # the address of the ServerPort
 #       s2s_peers => { 'r.test' => '127.1.2.3:5269', ... },
 #                                # where DJabberd finds these s2s peers
 #       extra   => "config lines appended to every <VHost>",
@@ -37,7 +38,7 @@ package XT::DJabberd;
 # which no configuration directive sets.  With s2s_peers DJabberd is
 # started through t/lib/xt_djabberd_launch.pl, which sets them and then
 # runs the tree's djabberd script; without it the script runs directly.
-# The ServerPort listens on 127.0.0.1 either way.
+# The ServerPort listens on s2s_host (127.0.0.1 by default) either way.
 #
 # Sources: see auto/djabberd (DJABBERD_SOURCES, default ../shared/djabberd).
 # The Perl modules DJabberd needs are Debian packages (auto/packages).
@@ -102,6 +103,7 @@ sub new {
         port     => $o{port} // free_port(),
     }, $class;
     $self->{s2s_port} = $o{s2s_port} // free_port();
+    $self->{s2s_host} = $o{s2s_host} // '127.0.0.1';
 
     make_path($dir);
     chmod 0750, $dir;
@@ -143,7 +145,10 @@ sub log_file { "$_[0]{dir}/djabberd.log" }
 
 sub ports {
     my ($self) = @_;
-    return ($self->{port}, $self->{s2s} ? $self->{s2s_port} : ());
+    # start() waits on 127.0.0.1; all ports listen before DJabberd serves
+    return ($self->{port},
+        $self->{s2s} && $self->{s2s_host} eq '127.0.0.1'
+            ? $self->{s2s_port} : ());
 }
 
 sub _write_config {
@@ -159,7 +164,7 @@ sub _write_config {
 
     my $cfg = "# written by XT::DJabberd for one test run\n"
         . "ClientPort 127.0.0.1:$self->{port}\n"
-        . "ServerPort 127.0.0.1:$self->{s2s_port}\n"
+        . "ServerPort $self->{s2s_host}:$self->{s2s_port}\n"
         . "PidFile $d/djabberd.pid\n";
 
     for my $dom (@{ $self->{domains} }) {

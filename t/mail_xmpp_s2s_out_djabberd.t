@@ -1,0 +1,150 @@
+#!/usr/bin/perl
+
+# Outgoing server-to-server from DJabberd through nginx: upstream DJabberd
+# (d.test), whose own TLS stack has no TLS 1.2 or ECDHE, sends its s2s
+# streams to nginx's xmpp-server-out listener (its peer for l.test, set
+# with XT::DJabberd's s2s_peers) in plain TCP; nginx does STARTTLS with a
+# real Prosody L (l.test), verifies L's certificate, and relays.  L checks
+# DJabberd's dialback key with d.test's server (DJabberd's ServerPort)
+# and accepts the stream: a message from a DJabberd user reaches the
+# Prosody user, and from L's side the stream is TLS 1.3.  DJabberd's
+# stream header has no "from" (RFC 3920 allowed that, RFC 6120 does not):
+# auth_http is asked with an empty Auth-XMPP-From, and the first dialback
+# element names the local domain, bound to the stream from then on.  Its
+# dialback key ("i-" and hex) is not base64 and passes too.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use File::Path qw(make_path);
+use Test::More;
+
+use XT::DJabberd;
+use XT::Nginx;
+use XT::Prosody;
+use XT::XMPP;
+
+my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
+
+if (my $why = XT::DJabberd::available('upstream')) {
+    plan(skip_all => "DJabberd: $why");
+}
+
+my $td = $t->testdir;
+my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my ($nginx_ip, $l_ip, $d_ip) = map { "$net.$_" } 2, 4, 6;
+
+for my $ip ($nginx_ip, $l_ip, $d_ip) {
+    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
+        Listen => 1);
+    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
+}
+
+sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
+
+sub openssl {
+    my $out = `openssl @_ 2>&1`;
+    die "openssl @_:\n$out" if $?;
+}
+
+# a test CA and L's certificate for l.test
+
+openssl("req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+    . " -keyout $td/ca.key -out $td/ca.crt -days 2 -subj /CN=xt-ca");
+make_path("$td/l/prosody/certs");
+my $base = "$td/l/prosody/certs/l.test";
+openssl("req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+    . " -keyout $base.key -out $base.csr -subj /CN=l.test");
+write_file("$base.ext", "subjectAltName=DNS:l.test\n");
+openssl("x509 -req -in $base.csr -CA $td/ca.crt -CAkey $td/ca.key"
+    . " -CAcreateserial -days 2 -out $base.crt -extfile $base.ext");
+
+# L finds d.test's server directly (its dialback check of DJabberd's key)
+
+write_file("$td/l/hosts", "$d_ip d.test\n");
+write_file("$td/l/resolv.conf", "nameserver $net.9\n");
+
+my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
+    users => [['bob', 'l.test', 'bob-pw']],
+    extra => <<"EOF");
+modules_disabled = { }
+modules_enabled = {
+    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
+}
+s2s_ports = { 5269 }
+s2s_interfaces = { "$l_ip" }
+s2s_require_encryption = false
+s2s_secure_auth = false
+unbound = { hoststxt = "$td/l/hosts"; resolvconf = "$td/l/resolv.conf" }
+EOF
+
+my $d = XT::DJabberd->new(dir => "$td/djabberd", tree => 'upstream',
+    domains => ['d.test'], users => [['alice', 'd.test', 'alice-pw']],
+    s2s => 1, s2s_host => $d_ip, s2s_port => 5269,
+    s2s_peers => { 'l.test' => "$nginx_ip:5269" });
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+
+events {
+}
+
+http {
+    log_format auth '\$http_auth_protocol|\$http_auth_xmpp_from|'
+                    '\$http_auth_xmpp_to';
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        access_log %%TESTDIR%%/auth.log auth;
+
+        location = /auth {
+            add_header Auth-Status OK;
+            add_header Auth-Server $l_ip;
+            add_header Auth-Port 5269;
+            return 204;
+        }
+    }
+}
+
+mail {
+    auth_http 127.0.0.1:%%PORT_8081%%/auth;
+
+    server {
+        listen $nginx_ip:5269;
+        protocol xmpp-server-out;
+        xmpp_proxy_ssl_trusted_certificate %%TESTDIR%%/ca.crt;
+    }
+}
+EOF
+$t->run();
+$t->plan(6);
+
+###############################################################################
+
+my $alice = XT::XMPP->login(port => $d->port, domain => 'd.test',
+    user => 'alice', password => 'alice-pw', resource => 'dj');
+my $bob = XT::XMPP->login(port => $l->port, domain => 'l.test',
+    user => 'bob', password => 'bob-pw');
+ok($alice && $bob, 'alice on DJabberd, bob on Prosody');
+
+$alice->send("<message to='bob\@l.test' type='chat' id='m1'>"
+    . "<body>hello from djabberd</body></message>");
+like($bob->read_until(qr{<body>hello from djabberd</body>}, 20) // '',
+    qr/from=.alice\@d\.test/, 'message d.test -> l.test through nginx');
+
+like($t->read_file('auth.log'), qr/^(?:xmpp-server-out\|\|l\.test\n)+\z/,
+    'auth_http: DJabberd\'s outgoing stream to l.test, no "from"');
+like($d->log, qr/Connecting to '\Q$nginx_ip\E' for 'l\.test'/,
+    'DJabberd connected to nginx for l.test');
+like($l->log, qr/s2sin\w*\s+info\s+Stream encrypted \(TLSv1\.3 /,
+    'L: the stream from nginx was TLS 1.3');
+like($t->read_file('error.log'),
+    qr/outgoing stream from "d\.test" \(its header had no "from"\)[^\n]*upstream: \Q$l_ip\E:5269/,
+    'nginx took d.test from the dialback element, relayed to L');
+
+# the servers go first: nginx's graceful stop waits for relayed sessions
+
+$_->stop for $d, $l;
