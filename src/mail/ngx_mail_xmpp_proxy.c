@@ -43,6 +43,9 @@ static void ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s,
 #if (NGX_MAIL_SSL)
 static ngx_int_t ngx_mail_xmpp_proxy_starttls(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, ngx_connection_t *c);
+static void ngx_mail_xmpp_proxy_proceed(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx, ngx_connection_t *c,
+    ngx_mail_xmpp_srv_conf_t *xcf);
 static void ngx_mail_xmpp_proxy_tls(ngx_connection_t *c);
 #endif
 static void ngx_mail_xmpp_proxy_features(ngx_mail_session_t *s,
@@ -58,7 +61,8 @@ static u_char  xmpp_proxy_auth_start[] =
     "<auth xmlns='" NGX_XMPP_SASL_NS "' mechanism='PLAIN'>";
 static u_char  xmpp_proxy_auth_end[] = "</auth>";
 #if (NGX_MAIL_SSL)
-static u_char  xmpp_proxy_starttls[] = "<starttls xmlns='" NGX_XMPP_TLS_NS "'/>";
+static u_char  xmpp_proxy_starttls[] =
+    "<starttls xmlns='" NGX_XMPP_TLS_NS "'/>";
 #endif
 
 static u_char  xmpp_proxy_error[] =
@@ -107,6 +111,10 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
 
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
     b = s->proxy->buffer;
+
+#if (NGX_MAIL_SSL)
+    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+#endif
 
     if (ctx->login_state == ngx_xmpp_proxy_start) {
 
@@ -200,17 +208,13 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 }
 
 #if (NGX_MAIL_SSL)
-                if (ctx->out && c->ssl == NULL) {
-                    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
-
-                    if (xcf->proxy_ssl) {
-                        if (ngx_mail_xmpp_proxy_starttls(s, ctx, c) != NGX_OK) {
-                            ngx_mail_xmpp_proxy_error(s);
-                            return;
-                        }
-
-                        continue;
+                if (ctx->out && c->ssl == NULL && xcf->proxy_ssl) {
+                    if (ngx_mail_xmpp_proxy_starttls(s, ctx, c) != NGX_OK) {
+                        ngx_mail_xmpp_proxy_error(s);
+                        return;
                     }
+
+                    continue;
                 }
 #endif
 
@@ -296,22 +300,7 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                     && ngx_strnstr(ctx->up.start, NGX_XMPP_TLS_NS,
                                    b->pos - ctx->up.start))
                 {
-                    /* TLS from the next byte on */
-
-                    b->pos = b->start;
-                    b->last = b->start;
-
-                    ctx->up_write = c->write->handler;
-
-                    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
-
-                    if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host,
-                                                         ngx_mail_xmpp_proxy_tls)
-                        == NGX_ERROR)
-                    {
-                        ngx_mail_xmpp_proxy_error(s);
-                    }
-
+                    ngx_mail_xmpp_proxy_proceed(s, ctx, c, xcf);
                     return;
                 }
 #endif
@@ -735,6 +724,29 @@ ngx_mail_xmpp_proxy_starttls(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
                    "xmpp upstream starttls sent");
 
     return NGX_OK;
+}
+
+
+static void
+ngx_mail_xmpp_proxy_proceed(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
+    ngx_connection_t *c, ngx_mail_xmpp_srv_conf_t *xcf)
+{
+    ngx_buf_t  *b;
+
+    /* <proceed/>: TLS from the next byte on */
+
+    b = s->proxy->buffer;
+    b->pos = b->start;
+    b->last = b->start;
+
+    ctx->up_write = c->write->handler;
+
+    if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host,
+                                         ngx_mail_xmpp_proxy_tls)
+        == NGX_ERROR)
+    {
+        ngx_mail_xmpp_proxy_error(s);
+    }
 }
 
 
