@@ -1537,7 +1537,7 @@ ngx_mail_xmpp_auth_done(ngx_mail_session_t *s, ngx_addr_t *peer)
         }
 
         ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
-                      "auth http server did not send server or port");
+                      "no backend: the auth http server named none");
         ngx_mail_session_internal_server_error(s);
         return;
     }
