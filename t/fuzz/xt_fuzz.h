@@ -299,6 +299,8 @@ xt_init(void)
     ngx_mail_module_t    *mm;
     ngx_mail_xmpp_srv_conf_t  *prev;
     char                 *level;
+    static void          *xt_conf_srv[4];
+    static ngx_mail_conf_ctx_t  xt_conf_ctx;
 
     if (done) {
         return;
@@ -362,6 +364,12 @@ xt_init(void)
     cf.temp_pool = xt_cycle.pool;
     cf.log = &xt_log;
     cf.cycle = &xt_cycle;
+
+    /* the merge looks at the server's protocol: the core configuration */
+
+    xt_conf_srv[0] = &xt_cscf;
+    xt_conf_ctx.srv_conf = xt_conf_srv;
+    cf.ctx = &xt_conf_ctx;
 
     prev = mm->create_srv_conf(&cf);
     xt_xcf = mm->create_srv_conf(&cf);
