@@ -9,8 +9,10 @@
 # domain as SNI, verifies the server's certificate for the domain against
 # a test CA, then opens the stream on behalf of the backend and relays.
 # Where auth_http names no server, nginx finds it with its resolver (a
-# real DNS server of the test's, dnsmasq): L's by the SRV record of
-# _xmpp-server._tcp.l.test, R's by the address of r.test on 5269.
+# real DNS server of the test's, dnsmasq): L's by its SRV records, of
+# _xmpps-server._tcp.l.test first (XEP-0368: direct TLS; the first of
+# them a closed port, so nginx goes on to the next), R's by the address
+# of r.test on 5269 (no SRV records).
 # Dialback stays the two servers' business (each checks the other's key
 # with its authoritative server, again through nginx).  Faults: a server
 # whose certificate names another domain, one that offers no STARTTLS, a
@@ -35,8 +37,8 @@ my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
 
 my $td = $t->testdir;
 my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
-my ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip, $down_ip)
-    = map { "$net.$_" } 2, 3, 4, 5, 6, 7;
+my ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip, $down_ip, $closed_ip)
+    = map { "$net.$_" } 2, 3, 4, 5, 6, 7, 8;
 
 for my $ip ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip) {
     my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
@@ -100,8 +102,11 @@ signed("$td/l/prosody", 'l.test', 'l.test');
 signed("$td/x/prosody", 'x.test', 'not-x.test');
 
 my $dns = XT::Dnsmasq->new(dir => "$td/dns", domains => ['test'],
-    a => { 'xmpp.l.test' => $l_ip, 'r.test' => $r_ip },
-    srv => [['_xmpp-server._tcp.l.test', 'xmpp.l.test', 5269, 10, 1]]);
+    a => { 'xmpp.l.test' => $l_ip, 'xmpp0.l.test' => $closed_ip,
+        'r.test' => $r_ip },
+    srv => [['_xmpps-server._tcp.l.test', 'xmpp0.l.test', 5269, 5, 1],
+            ['_xmpps-server._tcp.l.test', 'xmpp.l.test', 5270, 10, 1],
+            ['_xmpp-server._tcp.l.test', 'xmpp.l.test', 5269, 10, 1]]);
 
 my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
     users => [['alice', 'r.test', 'alice-pw']],
@@ -109,7 +114,8 @@ my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
 
 my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
     users => [['bob', 'l.test', 'bob-pw']],
-    extra => s2s_extra('l', $l_ip));
+    extra => s2s_extra('l', $l_ip, "s2s_direct_tls_ports = { 5270 }\n"
+        . "s2s_direct_tls_interfaces = { \"$l_ip\" }"));
 
 my $x = XT::Prosody->new(dir => "$td/x/prosody", domains => ['x.test'],
     users => [['carol', 'x.test', 'carol-pw']],
@@ -227,19 +233,26 @@ for my $p ([$l, 'L'], [$r, 'R']) {
         . " ($tls of $in)");
 }
 
-like($t->read_file('error.log'),
-    qr/the server of "l\.test" is \Q$l_ip\E:5269 \(SRV _xmpp-server\._tcp/,
-    'l.test: its SRV record');
-like($t->read_file('error.log'),
-    qr/the server of "r\.test" is \Q$r_ip\E:5269 \(address record/,
-    'r.test: no SRV record, its address on 5269');
+my $elog = $t->read_file('error.log');
+like($elog, qr/server 1 of 3 of "l\.test": \Q$closed_ip\E:5269, direct TLS/,
+    'l.test: the first _xmpps-server SRV target');
+like($elog, qr/\(111: Connection refused\)[^\n]*upstream: \Q$closed_ip\E:5269/,
+    'l.test: that one is closed, the log names it');
+like($elog, qr/server 2 of 3 of "l\.test": \Q$l_ip\E:5270, direct TLS/,
+    'l.test: then the next one, direct TLS');
+like($l->log, qr/Activated service 's2s_direct_tls' on \[\Q$l_ip\E\]:5270/,
+    'L: its direct TLS s2s port');
+like($elog, qr/server 1 of 1 of "r\.test": \Q$r_ip\E:5269, STARTTLS/,
+    'r.test: no SRV records, its address on 5269');
+like($dns->log, qr/query\[SRV\] _xmpps-server\._tcp\.r\.test from 127\.0\.0\.1/,
+    'nginx asked for the direct TLS SRV records');
 like($dns->log, qr/query\[SRV\] _xmpp-server\._tcp\.r\.test from 127\.0\.0\.1/,
-    'nginx asked the DNS server for the SRV record');
+    'nginx asked for the STARTTLS SRV records');
 
-for my $p (['r', $l_ip], ['l', $r_ip]) {
-    my ($from, $ip) = @$p;
+for my $p (['r', "$l_ip:5270"], ['l', "$r_ip:5269"]) {
+    my ($from, $up) = @$p;
     like($t->read_file('error.log'),
-        qr/client logged in, client: 127\.0\.0\.1, server: \Q$nginx_ip\E:5269, login: "$from\.test", upstream: \Q$ip\E:5269/,
+        qr/client logged in, client: 127\.0\.0\.1, server: \Q$nginx_ip\E:5269, login: "$from\.test", upstream: \Q$up\E\b/,
         "nginx logged the outgoing session of $from.test");
 }
 
@@ -302,7 +315,7 @@ like($t->read_file('error.log'),
 
 $got = raw_out('r.test', 'nodns.test');
 like($got, qr/<remote-connection-failed\b/, 'no DNS records: stream error');
-like($t->read_file('error.log'), qr/nodns\.test could not be resolved/,
+like($t->read_file('error.log'), qr/"nodns\.test" could not be resolved/,
     'no DNS records: the error log says so');
 
 # a domain auth_http does not let R federate with

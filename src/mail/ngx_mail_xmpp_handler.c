@@ -1532,7 +1532,7 @@ ngx_mail_xmpp_auth_done(ngx_mail_session_t *s, ngx_addr_t *peer)
         /* no server named: an outgoing stream's is found by DNS */
 
         if (ctx->out) {
-            ngx_mail_xmpp_resolve(s, 1);
+            ngx_mail_xmpp_resolve(s, 0);
             return;
         }
 

@@ -29,6 +29,7 @@
 #define NGX_MAIL_XMPP_SCRAM_RANDOM      24      /* nginx's nonce, bytes */
 #define NGX_MAIL_XMPP_SCRAM_ITERATIONS  1000000
 #define NGX_MAIL_XMPP_SALT_LEN          128
+#define NGX_MAIL_XMPP_TARGETS           8       /* of a remote domain */
 
 
 #define NGX_XMPP_STREAMS_NS  "http://etherx.jabber.org/streams"
@@ -425,6 +426,10 @@ typedef struct {
     ngx_event_handler_pt    up_write;       /* the upstream's, during its
                                                TLS handshake */
     ngx_pool_cleanup_t     *resolve_cleanup;  /* xmpp-server-out */
+    ngx_addr_t             *targets;        /* the remote's servers */
+    ngx_uint_t              ntargets;
+    ngx_uint_t              target;         /* the one tried */
+    ngx_uint_t              direct;         /* bits: direct TLS targets */
 #if (NGX_MAIL_SSL)
     ngx_mail_xmpp_scram_t  *scram;          /* a SCRAM exchange */
 #endif
@@ -465,7 +470,8 @@ ngx_int_t ngx_mail_xmpp_scan(ngx_mail_xmpp_scan_t *sc, u_char **pos,
     u_char *last);
 ngx_uint_t ngx_mail_xmpp_scan_between(ngx_mail_xmpp_scan_t *sc);
 ngx_int_t ngx_mail_xmpp_relay_init(ngx_mail_session_t *s);
-void ngx_mail_xmpp_resolve(ngx_mail_session_t *s, ngx_uint_t srv);
+void ngx_mail_xmpp_resolve(ngx_mail_session_t *s, ngx_uint_t step);
+ngx_int_t ngx_mail_xmpp_resolve_next(ngx_mail_session_t *s);
 
 #if (NGX_MAIL_SSL)
 char *ngx_mail_xmpp_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -474,7 +480,7 @@ ngx_int_t ngx_mail_xmpp_upstream_ssl_init(ngx_conf_t *cf,
     ngx_mail_xmpp_srv_conf_t *xcf);
 ngx_int_t ngx_mail_xmpp_upstream_ssl_start(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name,
-    ngx_connection_handler_pt handler);
+    ngx_uint_t alpn, ngx_connection_handler_pt handler);
 ngx_int_t ngx_mail_xmpp_upstream_ssl_verify(ngx_connection_t *c,
     ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name);
 ngx_int_t ngx_mail_xmpp_ssl_init(ngx_conf_t *cf,

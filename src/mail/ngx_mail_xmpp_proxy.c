@@ -116,6 +116,25 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
     xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
 #endif
 
+#if (NGX_MAIL_SSL)
+    if (ctx->login_state == ngx_xmpp_proxy_start && ctx->out
+        && c->ssl == NULL && (ctx->direct & (1 << ctx->target)))
+    {
+        /* a direct TLS target (XEP-0368): TLS first */
+
+        ctx->up_write = c->write->handler;
+
+        if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host, 1,
+                                             ngx_mail_xmpp_proxy_tls)
+            == NGX_ERROR)
+        {
+            ngx_mail_xmpp_proxy_error(s);
+        }
+
+        return;
+    }
+#endif
+
     if (ctx->login_state == ngx_xmpp_proxy_start) {
 
         /* the client speaks first, and so do we */
@@ -741,7 +760,7 @@ ngx_mail_xmpp_proxy_proceed(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
 
     ctx->up_write = c->write->handler;
 
-    if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host,
+    if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host, 0,
                                          ngx_mail_xmpp_proxy_tls)
         == NGX_ERROR)
     {
@@ -885,6 +904,14 @@ ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s)
 
         ngx_close_connection(s->proxy->upstream.connection);
         s->proxy->upstream.connection = NULL;
+    }
+
+    /* an outgoing stream not yet relayed: the remote's next server */
+
+    if (ctx->out && !ctx->header_sent
+        && ngx_mail_xmpp_resolve_next(s) == NGX_OK)
+    {
+        return;
     }
 
     if (ctx->server) {

@@ -80,7 +80,7 @@ ngx_mail_xmpp_upstream_ssl_init(ngx_conf_t *cf, ngx_mail_xmpp_srv_conf_t *xcf)
 
 ngx_int_t
 ngx_mail_xmpp_upstream_ssl_start(ngx_mail_session_t *s, ngx_connection_t *c,
-    ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name,
+    ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name, ngx_uint_t alpn,
     ngx_connection_handler_pt handler)
 {
     u_char              *sni;
@@ -119,6 +119,21 @@ ngx_mail_xmpp_upstream_ssl_start(ngx_mail_session_t *s, ngx_connection_t *c,
                       "SSL_set_tlsext_host_name(\"%s\") failed", sni);
         return NGX_ERROR;
     }
+
+#ifdef TLSEXT_TYPE_application_layer_protocol_negotiation
+
+    /* direct TLS (XEP-0368): ALPN "xmpp-server" */
+
+    if (alpn
+        && SSL_set_alpn_protos(c->ssl->connection,
+                               (u_char *) "\x0bxmpp-server", 12)
+           != 0)
+    {
+        ngx_ssl_error(NGX_LOG_ERR, c->log, 0, "SSL_set_alpn_protos() failed");
+        return NGX_ERROR;
+    }
+
+#endif
 
     c->ssl->handler = handler;
     c->ssl->save_session = NULL;
