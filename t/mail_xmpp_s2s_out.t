@@ -16,8 +16,10 @@
 # Dialback stays the two servers' business (each checks the other's key
 # with its authoritative server, again through nginx).  Faults: a server
 # whose certificate names another domain, one that offers no STARTTLS, a
-# domain auth_http refuses, a server that is down, a domain without DNS
-# records.
+# domain auth_http refuses, a local domain auth_http refuses, a server
+# that is down, a domain without DNS records, and remote servers that
+# misbehave as a real one does not on demand (a scripted one: garbage, a
+# stream error, an element larger than nginx's buffer).
 
 use strict;
 use warnings;
@@ -29,6 +31,7 @@ use File::Path qw(make_path);
 use Test::More;
 
 use XT::Dnsmasq;
+use XT::FakeServer;
 use XT::Nginx qw(free_port);
 use XT::Prosody;
 use XT::XMPP;
@@ -129,6 +132,29 @@ write_file("$td/n/resolv.conf", "nameserver $net.9\n");
 my $n = XT::Prosody->new(dir => "$td/n/prosody", domains => ['n.test'],
     extra => s2s_extra('n', $n_ip) =~ s/"tls"; //r);
 
+# the misbehaving remote: what it does depends on the stream's "to"
+
+my $fake = XT::FakeServer->new(dir => "$td/fake", handler => sub {
+    my ($sock) = @_;
+    my $in = '';
+    while ($in !~ /<stream:stream[^>]*>/) {
+        sysread($sock, $in, 4096, length $in) or return;
+    }
+    my ($to) = $in =~ /\bto=['"]([^'"]+)/;
+    my $h = "<?xml version='1.0'?><stream:stream xmlns='jabber:server'"
+        . " xmlns:stream='http://etherx.jabber.org/streams' id='fake1'"
+        . " from='$to' version='1.0'>";
+    if ($to eq 'garbage.test') {
+        print $sock "$h<<<not xml>>>";
+    } elsif ($to eq 'error.test') {
+        print $sock "$h<stream:error><host-unknown"
+            . " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>";
+    } else {
+        print $sock "$h<stream:features><x>" . ('a' x 200000) . '</x>';
+    }
+    sleep 2;
+});
+
 $t->write_file_expand('nginx.conf', <<"EOF");
 %%TEST_GLOBALS%%
 
@@ -145,12 +171,18 @@ http {
         x.test     $x_ip;
         n.test     $n_ip;
         down.test  $down_ip;
+        ~^(garbage|error|huge)\\.test\$  127.0.0.1;
         default    "";
+    }
+
+    map \$http_auth_xmpp_to \$xt_fake {
+        ~^(garbage|error|huge)\\.test\$  ${\ $fake->port};
+        default                          5269;
     }
 
     map \$xt_server \$xt_port {
         ""       "";
-        default  5269;
+        default  \$xt_fake;
     }
 
     map "\$http_auth_xmpp_from:\$http_auth_xmpp_to" \$xt_status {
@@ -318,6 +350,24 @@ like($got, qr/<remote-connection-failed\b/, 'no DNS records: stream error');
 like($t->read_file('error.log'), qr/"nodns\.test" could not be resolved/,
     'no DNS records: the error log says so');
 
+# remote servers that misbehave: each a stream error to the backend
+
+for my $c (['garbage', qr/upstream sent invalid XML/],
+    ['error', qr/upstream sent stream error/],
+    ['huge', qr/upstream sent too long element/])
+{
+    my ($name, $log) = @$c;
+    $got = raw_out('r.test', "$name.test");
+    like($got, qr/<remote-connection-failed\b/, "$name: stream error");
+    like($t->read_file('error.log'), qr/$log[^\n]*upstream: 127\.0\.0\.1:/,
+        "$name: the error log says what the remote did");
+}
+
+# a local domain auth_http does not let federate
+
+$got = raw_out('evil.test', 'l.test');
+like($got, qr/<policy-violation\b/, 'local domain refused by auth_http');
+
 # a domain auth_http does not let R federate with
 
 $got = raw_out('r.test', 'elsewhere.example');
@@ -325,6 +375,6 @@ like($got, qr/<policy-violation\b/, 'refused by auth_http: policy-violation');
 
 # the servers go first: nginx's graceful stop waits for relayed sessions
 
-$_->stop for $r, $l, $x, $n, $dns;
+$_->stop for $r, $l, $x, $n, $dns, $fake;
 
 $t->done_testing;
