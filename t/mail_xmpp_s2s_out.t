@@ -32,7 +32,7 @@ use Test::More;
 
 use XT::Dnsmasq;
 use XT::FakeServer;
-use XT::Nginx qw(free_port);
+use XT::Nginx qw(free_port make_cert);
 use XT::Prosody;
 use XT::XMPP;
 
@@ -51,26 +51,16 @@ for my $ip ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip) {
 
 sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
 
-sub openssl {
-    my $out = `openssl @_ 2>&1`;
-    die "openssl @_:\n$out" if $?;
-}
-
 # a test CA, and certificates it signs: L's for l.test, R's for r.test,
 # X's (x.test's server) for another name
 
-openssl("req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
-    . " -keyout $td/ca.key -out $td/ca.crt -days 2 -subj /CN=xt-ca");
+my @ca = make_cert("$td/ca.crt", "$td/ca.key", cn => 'xt-ca', ca => 'self');
 
 sub signed {
     my ($dir, $domain, $name) = @_;
     make_path("$dir/certs");
-    my $base = "$dir/certs/$domain";
-    openssl("req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
-        . " -keyout $base.key -out $base.csr -subj /CN=$name");
-    write_file("$base.ext", "subjectAltName=DNS:$name\n");
-    openssl("x509 -req -in $base.csr -CA $td/ca.crt -CAkey $td/ca.key"
-        . " -CAcreateserial -days 2 -out $base.crt -extfile $base.ext");
+    make_cert("$dir/certs/$domain.crt", "$dir/certs/$domain.key", cn => $name,
+        ca => \@ca);
 }
 
 mkdir "$td/$_" for qw/r l x/;

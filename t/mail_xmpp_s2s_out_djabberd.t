@@ -23,7 +23,7 @@ use File::Path qw(make_path);
 use Test::More;
 
 use XT::DJabberd;
-use XT::Nginx;
+use XT::Nginx qw(make_cert);
 use XT::Prosody;
 use XT::XMPP;
 
@@ -45,22 +45,12 @@ for my $ip ($nginx_ip, $l_ip, $d_ip) {
 
 sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
 
-sub openssl {
-    my $out = `openssl @_ 2>&1`;
-    die "openssl @_:\n$out" if $?;
-}
-
 # a test CA and L's certificate for l.test
 
-openssl("req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
-    . " -keyout $td/ca.key -out $td/ca.crt -days 2 -subj /CN=xt-ca");
+my @ca = make_cert("$td/ca.crt", "$td/ca.key", cn => 'xt-ca', ca => 'self');
 make_path("$td/l/prosody/certs");
-my $base = "$td/l/prosody/certs/l.test";
-openssl("req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
-    . " -keyout $base.key -out $base.csr -subj /CN=l.test");
-write_file("$base.ext", "subjectAltName=DNS:l.test\n");
-openssl("x509 -req -in $base.csr -CA $td/ca.crt -CAkey $td/ca.key"
-    . " -CAcreateserial -days 2 -out $base.crt -extfile $base.ext");
+make_cert("$td/l/prosody/certs/l.test.crt", "$td/l/prosody/certs/l.test.key",
+    cn => 'l.test', ca => \@ca);
 
 # L finds d.test's server directly (its dialback check of DJabberd's key)
 

@@ -65,7 +65,8 @@ package XT::Nginx;
 #       alive (boolean: the master process still runs)  pid (the master's)
 #       plan($n)  ignore_log(qr//)  log_problems  check_logs  done_testing
 #     Functions (exportable): free_port()  wait_for_port($port, $timeout,
-#       $host, $alive_cb)  make_cert($crt, $key, %opts)  repo_root()
+#       $host, $alive_cb)  make_cert($crt, $key, %opts: cn, alt, days, ca)
+#       repo_root()
 #
 # * Sanitizer builds: unless set already, nginx gets ASAN_OPTIONS with leak
 #   checks on, and UBSAN_OPTIONS/LSAN_OPTIONS with auto/ubsan.supp and
@@ -166,12 +167,30 @@ sub wait_for_port {
     }
 }
 
-# make_cert($crt, $key, cn => 'example.com', alt => [...], days => 30):
-# a self-signed ECDSA P-256 certificate, via the openssl command line tool.
+# make_cert($crt, $key, cn => 'example.com', alt => [...], days => 30,
+#     ca => [$ca_crt, $ca_key]): an ECDSA P-256 certificate, via the openssl
+# command line tool: self-signed, or signed by the CA given (one made
+# with make_cert(..., ca => 'self'), which has the CA basic constraint).
 sub make_cert {
     my ($crt, $key, %o) = @_;
     my $cn = $o{cn} // 'localhost';
     my @alt = @{ $o{alt} // [$cn] };
+    if (ref $o{ca}) {
+        my ($ca_crt, $ca_key) = @{ $o{ca} };
+        my $out = _capture('openssl', 'req', '-new', '-nodes', '-newkey', 'ec',
+            '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-keyout', $key,
+            '-out', "$crt.csr", '-subj', "/CN=$cn");
+        die "XT::Nginx: openssl failed to make $crt.csr:\n$out" if $?;
+        open(my $fh, '>', "$crt.ext") or die "XT::Nginx: $crt.ext: $!\n";
+        print $fh 'subjectAltName=' . join(',', map { "DNS:$_" } @alt) . "\n";
+        close $fh;
+        $out = _capture('openssl', 'x509', '-req', '-in', "$crt.csr",
+            '-CA', $ca_crt, '-CAkey', $ca_key, '-CAcreateserial',
+            '-days', $o{days} // 30, '-out', $crt, '-extfile', "$crt.ext");
+        die "XT::Nginx: openssl failed to sign $crt:\n$out" if $?;
+        return ($crt, $key);
+    }
+    @alt = () if ($o{ca} // '') eq 'self';
     my @cmd = (
         'openssl', 'req', '-x509', '-new', '-nodes',
         '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
