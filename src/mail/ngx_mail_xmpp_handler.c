@@ -1319,6 +1319,10 @@ ngx_mail_xmpp_dialback(ngx_mail_session_t *s, ngx_connection_t *c)
         ctx->s2s.remote.data = p;
         ctx->s2s.remote.len = ctx->s2s.db_from.len;
 
+        /* as for other server streams: the log names the domain */
+
+        s->login = ctx->s2s.remote;
+
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "outgoing stream from \"%V\" (its header had no "
                       "\"from\")", &ctx->s2s.remote);
