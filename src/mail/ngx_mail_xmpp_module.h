@@ -511,6 +511,8 @@ uintptr_t ngx_mail_xmpp_stream_header(u_char *dst, ngx_uint_t flags,
     ngx_str_t *from, ngx_str_t *to);
 ngx_int_t ngx_mail_xmpp_stream_error(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t err);
+void ngx_mail_xmpp_stream_close(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_uint_t err);
 ngx_int_t ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_uint_t cond, ngx_str_t *text);
 ngx_int_t ngx_mail_xmpp_count_error(ngx_mail_session_t *s,

@@ -918,19 +918,12 @@ ngx_mail_xmpp_proxy_error(ngx_mail_session_t *s)
 
         /* with nginx's stream header if the remote has none yet */
 
-        s->out.len = 0;
-
-        if (ngx_mail_xmpp_stream_error(s, s->connection,
-                                       NGX_XMPP_ERR_REMOTE_CONNECTION)
-            != NGX_OK)
-        {
-            ngx_mail_close_connection(s->connection);
-            return;
-        }
-
-    } else {
-        ngx_str_set(&s->out, xmpp_proxy_error);
+        ngx_mail_xmpp_stream_close(s, s->connection,
+                                   NGX_XMPP_ERR_REMOTE_CONNECTION);
+        return;
     }
+
+    ngx_str_set(&s->out, xmpp_proxy_error);
 
     s->quit = 1;
 

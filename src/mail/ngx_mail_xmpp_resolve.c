@@ -26,7 +26,6 @@
 static void ngx_mail_xmpp_resolve_handler(ngx_resolver_ctx_t *ctx);
 static void ngx_mail_xmpp_resolve_connect(ngx_mail_session_t *s);
 static void ngx_mail_xmpp_resolve_block(ngx_event_t *rev);
-static void ngx_mail_xmpp_resolve_fail(ngx_mail_session_t *s);
 static void ngx_mail_xmpp_resolve_cleanup(void *data);
 
 
@@ -114,7 +113,8 @@ ngx_mail_xmpp_resolve(ngx_mail_session_t *s, ngx_uint_t step)
 
 failed:
 
-    ngx_mail_xmpp_resolve_fail(s);
+    ngx_mail_xmpp_stream_close(s, s->connection,
+                               NGX_XMPP_ERR_REMOTE_CONNECTION);
 }
 
 
@@ -197,7 +197,8 @@ ngx_mail_xmpp_resolve_handler(ngx_resolver_ctx_t *rctx)
     }
 
     if (ctx->ntargets == 0) {
-        ngx_mail_xmpp_resolve_fail(s);
+        ngx_mail_xmpp_stream_close(s, s->connection,
+                                   NGX_XMPP_ERR_REMOTE_CONNECTION);
         return;
     }
 
@@ -211,7 +212,8 @@ failed:
     ngx_resolve_name_done(rctx);
     s->resolver_ctx = NULL;
 
-    ngx_mail_xmpp_resolve_fail(s);
+    ngx_mail_xmpp_stream_close(s, s->connection,
+                               NGX_XMPP_ERR_REMOTE_CONNECTION);
 }
 
 
@@ -272,26 +274,6 @@ ngx_mail_xmpp_resolve_block(ngx_event_t *rev)
     }
 }
 
-
-static void
-ngx_mail_xmpp_resolve_fail(ngx_mail_session_t *s)
-{
-    /* the backend gets a stream error, after a stream header of nginx's */
-
-    s->out.len = 0;
-
-    if (ngx_mail_xmpp_stream_error(s, s->connection,
-                                   NGX_XMPP_ERR_REMOTE_CONNECTION)
-        != NGX_OK)
-    {
-        ngx_mail_close_connection(s->connection);
-        return;
-    }
-
-    s->quit = 1;
-
-    ngx_mail_send(s->connection->write);
-}
 
 
 static void

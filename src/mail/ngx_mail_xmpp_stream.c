@@ -198,6 +198,25 @@ ngx_mail_xmpp_stream_error(ngx_mail_session_t *s, ngx_connection_t *c,
 }
 
 
+void
+ngx_mail_xmpp_stream_close(ngx_mail_session_t *s, ngx_connection_t *c,
+    ngx_uint_t err)
+{
+    /* the stream error is the last thing sent: nothing queued before it */
+
+    s->out.len = 0;
+
+    if (ngx_mail_xmpp_stream_error(s, c, err) != NGX_OK) {
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    s->quit = 1;
+
+    ngx_mail_send(c->write);
+}
+
+
 ngx_int_t
 ngx_mail_xmpp_sasl_failure(ngx_mail_session_t *s, ngx_connection_t *c,
     ngx_uint_t cond, ngx_str_t *text)

@@ -33,13 +33,14 @@ sub format_args {
     return $n;
 }
 
-# the arguments of a call, split at the commas outside parentheses and
-# strings
+# call_args(\$src, $pos): the arguments of the call whose "(" ends at
+# $pos, split at the commas outside parentheses and strings
 sub call_args {
-    my ($text) = @_;
+    my ($src, $pos) = @_;
     my (@args, $cur, $depth, $str);
     ($cur, $depth, $str) = ('', 0, 0);
-    while ($text =~ /\G(\\.|"|\(|\)|,|[^\\"(),]+)/gs) {
+    pos($$src) = $pos;
+    while ($$src =~ /\G(\\.|"|\(|\)|,|[^\\"(),]+)/gs) {
         my $t = $1;
         if ($str) {
             $str = 0 if $t eq '"';
@@ -48,7 +49,7 @@ sub call_args {
         } elsif ($t eq '(') {
             $depth++;
         } elsif ($t eq ')') {
-            $depth--;
+            last if $depth-- == 0;
         } elsif ($t eq ',' && $depth == 0) {
             push @args, $cur;
             $cur = '';
@@ -81,23 +82,8 @@ for my $file (@files) {
     while ($src =~ /\b(ngx_log_debug(\d)|ngx_log_error)\s*\(/g) {
         my ($fn, $want) = ($1, $2);
         my $start = pos($src);
-        my $depth = 1;
-        my $str = 0;
-        my $i = $start;
-        for (; $i < length $src && $depth; $i++) {
-            my $ch = substr($src, $i, 1);
-            if ($str) {
-                if ($ch eq '\\') { $i++; next }
-                $str = 0 if $ch eq '"';
-            } elsif ($ch eq '"') {
-                $str = 1;
-            } elsif ($ch eq '(') {
-                $depth++;
-            } elsif ($ch eq ')') {
-                $depth--;
-            }
-        }
-        my @args = call_args(substr($src, $start, $i - 1 - $start));
+        my @args = call_args(\$src, $start);
+        pos($src) = $start;
         my $line = 1 + (substr($src, 0, $start) =~ tr/\n//);
         next if $fn eq 'ngx_log_debug' || @args < 4;    # the macros themselves
         my $fmt = join '', $args[3] =~ /"((?:[^"\\]|\\.)*)"/g;
