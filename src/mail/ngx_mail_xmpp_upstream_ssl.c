@@ -29,7 +29,7 @@
 
 static void ngx_mail_xmpp_upstream_ssl_free(void *data);
 static ngx_mail_xmpp_ssl_session_t *ngx_mail_xmpp_upstream_ssl_find(
-    ngx_mail_xmpp_ssl_sessions_t *cache, ngx_connection_t *c,
+    ngx_mail_xmpp_ssl_sessions_t *cache, ngx_peer_connection_t *peer,
     ngx_str_t *name);
 static void ngx_mail_xmpp_upstream_ssl_save(ngx_connection_t *c);
 static void ngx_mail_xmpp_upstream_ssl_cleanup(void *data);
@@ -266,8 +266,8 @@ ngx_mail_xmpp_upstream_ssl_start(ngx_mail_session_t *s, ngx_connection_t *c,
     ctx->ssl_name = name;
 
     if (xcf->proxy_ssl_sessions) {
-        ss = ngx_mail_xmpp_upstream_ssl_find(xcf->proxy_ssl_sessions, c,
-                                             name);
+        ss = ngx_mail_xmpp_upstream_ssl_find(xcf->proxy_ssl_sessions,
+                                             &s->proxy->upstream, name);
 
         if (ss && ngx_ssl_set_session(c, ss->session) != NGX_OK) {
             return NGX_ERROR;
@@ -351,7 +351,7 @@ ngx_mail_xmpp_upstream_ssl_free(void *data)
 
 static ngx_mail_xmpp_ssl_session_t *
 ngx_mail_xmpp_upstream_ssl_find(ngx_mail_xmpp_ssl_sessions_t *cache,
-    ngx_connection_t *c, ngx_str_t *name)
+    ngx_peer_connection_t *peer, ngx_str_t *name)
 {
     ngx_queue_t                  *q;
     ngx_mail_xmpp_ssl_session_t  *ss;
@@ -365,7 +365,7 @@ ngx_mail_xmpp_upstream_ssl_find(ngx_mail_xmpp_ssl_sessions_t *cache,
         if (ss->name_len == name->len
             && ngx_memcmp(ss->name, name->data, name->len) == 0
             && ngx_cmp_sockaddr(&ss->sockaddr.sockaddr, ss->socklen,
-                                c->sockaddr, c->socklen, 1)
+                                peer->sockaddr, peer->socklen, 1)
                == NGX_OK)
         {
             return ss;
@@ -382,6 +382,7 @@ ngx_mail_xmpp_upstream_ssl_save(ngx_connection_t *c)
     ngx_queue_t                   *q;
     ngx_ssl_session_t             *session;
     ngx_mail_session_t            *s;
+    ngx_peer_connection_t         *peer;
     ngx_mail_xmpp_ctx_t           *ctx;
     ngx_mail_xmpp_srv_conf_t      *xcf;
     ngx_mail_xmpp_ssl_session_t   *ss;
@@ -394,10 +395,11 @@ ngx_mail_xmpp_upstream_ssl_save(ngx_connection_t *c)
     xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
 
     cache = xcf->proxy_ssl_sessions;
+    peer = &s->proxy->upstream;
 
     if (ctx->ssl_name == NULL
         || ctx->ssl_name->len > NGX_MAIL_XMPP_SSL_NAME_LEN
-        || c->socklen > (socklen_t) sizeof(ngx_sockaddr_t))
+        || peer->socklen > (socklen_t) sizeof(ngx_sockaddr_t))
     {
         return;
     }
@@ -407,7 +409,7 @@ ngx_mail_xmpp_upstream_ssl_save(ngx_connection_t *c)
         return;
     }
 
-    ss = ngx_mail_xmpp_upstream_ssl_find(cache, c, ctx->ssl_name);
+    ss = ngx_mail_xmpp_upstream_ssl_find(cache, peer, ctx->ssl_name);
 
     if (ss == NULL) {
 
@@ -425,8 +427,8 @@ ngx_mail_xmpp_upstream_ssl_save(ngx_connection_t *c)
 
         ss = ngx_queue_data(q, ngx_mail_xmpp_ssl_session_t, queue);
 
-        ss->socklen = c->socklen;
-        ngx_memcpy(&ss->sockaddr, c->sockaddr, c->socklen);
+        ss->socklen = peer->socklen;
+        ngx_memcpy(&ss->sockaddr, peer->sockaddr, peer->socklen);
         ss->name_len = ctx->ssl_name->len;
         ngx_memcpy(ss->name, ctx->ssl_name->data, ss->name_len);
 
