@@ -345,6 +345,14 @@ ngx_mail_xmpp_upstream_ssl_verify(ngx_connection_t *c,
 static void
 ngx_mail_xmpp_upstream_ssl_free(void *data)
 {
+    /*
+     * no close_notify is sent, yet the session stays resumable: as
+     * ngx_ssl_shutdown() does on a connection it does not shut down
+     */
+
+    SSL_set_quiet_shutdown(data, 1);
+    SSL_set_shutdown(data, SSL_RECEIVED_SHUTDOWN|SSL_SENT_SHUTDOWN);
+
     SSL_free(data);
 }
 
