@@ -152,7 +152,7 @@ EOF
 $t->gen_cert('xmpp', cn => 'example.com');
 $t->write_file_expand('nginx.conf', $conf);
 $t->run();
-$t->plan(29);
+$t->plan(31);
 
 my $port = $t->port(5222);
 
@@ -199,7 +199,17 @@ like($p->log, qr/TLS negotiation started for c2s/,
 # ejabberd with starttls_required: true
 
 SKIP: {
-skip("ejabberd: $no_ejabberd", 1) if $no_ejabberd;
+skip("ejabberd: $no_ejabberd", 3) if $no_ejabberd;
+
+$c = tls_stream($t->port($port{ejabberd}), 'e.test');
+$c->auth_plain('alice', 'alice-pw');
+like($c->read_element // '', qr/^<success\b/, 'ejabberd: login over TLS');
+$c->open_stream('e.test');
+$c->read_element;
+$f = $c->read_element // '';
+ok($f =~ /<bind\b/ && $f !~ /<starttls\b/,
+    'ejabberd: bind, no STARTTLS after the login') or diag($f);
+$c->close;
 
 ($ok, $out) = XT::Slixmpp::roundtrip(port => $t->port($port{ejabberd}),
     mode => 'starttls',
@@ -274,9 +284,9 @@ like($front[0], qr/\|CN=proxy\.test\|example\.com$/,
 ###############################################################################
 
 sub tls_stream {
-    my ($port) = @_;
+    my ($port, $domain) = @_;
     my $c = XT::XMPP->new(port => $port) or die $XT::XMPP::ERROR;
-    $c->tls_stream('example.com') or die $c->error;
+    $c->tls_stream($domain // 'example.com') or die $c->error;
     return $c;
 }
 
