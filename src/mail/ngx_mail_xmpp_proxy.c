@@ -18,7 +18,10 @@
  * the initial response, and wait for the result.  On <success/> the
  * session is handed to the generic proxy with the backend's <success/>
  * still in the buffer, so the client sees it and restarts its stream
- * directly with the backend.
+ * directly with the backend.  With xmpp_proxy_ssl (or auth_http's
+ * Auth-XMPP-Proxy-SSL) the stream is TLS from the first byte ("on"), or
+ * after <starttls/> on the backend's first features ("starttls"), before
+ * the login; a TLS step that fails ends the login, never in plain TCP.
  */
 
 
