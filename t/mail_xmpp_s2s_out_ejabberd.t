@@ -243,6 +243,15 @@ like($rlog,
     qr/s2sout\w*\s+debug\s+certificate identity validation result: valid/,
     'R: and names e.test');
 
+# from E's side: its stream to r.test went to nginx's outgoing listener
+# in plain TCP ("tcp|", "tls|" with TLS), dialback accepted both ways
+
+like(wait_log($e, qr/Accepted outbound s2s dialback authentication e\.test -> r\.test/),
+    qr/\(tcp\|[^\n]*\(\Q$out_ip\E\)$/,
+    'E: its stream to r.test, plain TCP to nginx, dialback accepted');
+like(wait_log($e, qr/Accepted inbound s2s dialback authentication r\.test -> e\.test/),
+    qr/\(tcp\|/, 'E: the stream from r.test, relayed by nginx in plain TCP');
+
 ###############################################################################
 
 # a domain auth_http does not let e.test federate with: nginx's stream
