@@ -133,7 +133,7 @@ ngx_mail_xmpp_tls_detect(ngx_event_t *rev)
      * The first byte, left in the socket: 0x16 starts a TLS handshake
      * record, a stream starts with '<' or whitespace.  Anything but a
      * handshake, also the end of the connection or an error, is left to
-     * the stream parser, which gives a bad-format stream error for
+     * the stream parser, which gives a not-well-formed stream error for
      * garbage as on any plain port.
      */
 
@@ -161,26 +161,14 @@ ngx_mail_xmpp_tls_detect(ngx_event_t *rev)
     ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0, "xmpp direct tls detected");
 
     /*
-     * Direct TLS, as on "listen ... ssl": the mail core's handshake,
-     * after which ngx_mail_init_session() starts the session again on
-     * the TLS connection (certificate by SNI, ALPN, "Auth-SSL").  The
-     * core's STARTTLS entry is the one public way into it; it marks the
-     * session as STARTTLS, which this is not, once the handshake is
-     * under way (a server cannot finish it before the client answers).
+     * direct TLS, as on "listen ... ssl": the mail core's handshake, then
+     * ngx_mail_init_session() starts the session again on the TLS
+     * connection (certificate by SNI, ALPN, "Auth-SSL")
      */
 
     s->ssl = 1;
 
-    ngx_mail_starttls_handler(rev);
-
-    if (c->destroyed) {
-        return;
-    }
-
-    if (c->ssl && !c->ssl->handshaked) {
-        s->starttls = 0;
-        c->log->action = "SSL handshaking";
-    }
+    ngx_mail_init_session_handler(rev);
 }
 
 #endif
