@@ -11,8 +11,9 @@
 # ssl" (no <starttls/> offered, "Auth-SSL: on", not logged as STARTTLS);
 # refused: STARTTLS after direct TLS, a TLS handshake inside TLS, a garbage
 # first byte; without the directive a ClientHello is a stream error as
-# before; a client that sends nothing times out; xmpp-server too; and the
-# configuration errors.
+# before; a client that sends nothing (or one handshake byte) times out;
+# after a PROXY protocol header; xmpp-server too; and the configuration
+# errors.
 
 use strict;
 use warnings;
@@ -61,6 +62,14 @@ $conf =~ s/\}\s*$/    server {
     }
 
     server {
+        listen 127.0.0.1:%%PORT_5226%% proxy_protocol;
+        protocol xmpp;
+        starttls on;
+        xmpp_tls_detect on;
+        set_real_ip_from 127.0.0.1;
+    }
+
+    server {
         listen 127.0.0.1:%%PORT_5225%%;
         protocol xmpp-server;
         starttls on;
@@ -70,7 +79,7 @@ $conf =~ s/\}\s*$/    server {
 / or die;
 $t->write_file_expand('nginx.conf', $conf);
 $t->run();
-$t->plan(32);
+$t->plan(36);
 
 my ($off, $one, $s2s) = map { $t->port($_) } 5222, 5224, 5225;
 
@@ -213,15 +222,38 @@ ok($out =~ /<stream:error>.*not-well-formed/ && $eof,
 ok(!IO::Socket::SSL->new(PeerAddr => "127.0.0.1:$off",
     SSL_verify_mode => 0, Timeout => 5), 'directive off: no TLS handshake');
 
-# a client that sends nothing gets the timeout (4s)
+# a client that sends nothing gets the timeout (4s), and so does one that
+# stops after the first byte of a handshake
 
 my $start = time();
 $c = XT::XMPP->new(port => $one) or die $XT::XMPP::ERROR;
+my $h = XT::XMPP->new(port => $one) or die $XT::XMPP::ERROR;
+$h->send("\x16");
 ok($c->eof_within(15), 'silent client: closed');
 my $took = time() - $start;
 ok($took > 3.5 && $took < 12, 'silent client: after the timeout')
     or diag("closed after $took s");
 ok(log_lines(qr/client timed out.*while detecting TLS/), 'logged as such');
+
+# (nginx's handshake timeout is not logged, as on "listen ... ssl")
+ok($h->eof_within(15) && time() - $start < 12,
+    'a lone handshake byte: closed after the timeout');
+
+# after a PROXY protocol header: the first byte after it decides
+
+$c = XT::XMPP->new(port => $t->port(5226)) or die $XT::XMPP::ERROR;
+$c->send("PROXY TCP4 192.0.2.7 127.0.0.1 40000 5226\r\n");
+$c->starttls(SSL_hostname => 'example.com') or diag($c->error);
+$c->open_stream('example.com');
+$c->read_element;
+$f = $c->read_element // '';
+unlike($f, qr/<starttls/, 'PROXY protocol, then direct TLS');
+$c->auth_plain('alice', 'alice-backend-pw');
+like($c->read_element // '', qr/^<success/, 'PROXY protocol: login');
+$c->close;
+@log = XT::XmppProxy::auth_log($t);
+is(join('|', @{$log[-1]}[1, 5, 6]), 'alice@example.com|192.0.2.7|on',
+    'PROXY protocol: Client-IP and Auth-SSL');
 
 # xmpp-server: after direct TLS the remote's stream goes to auth_http at
 # once (no STARTTLS step), marked as TLS
