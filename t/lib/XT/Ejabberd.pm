@@ -15,6 +15,8 @@ package XT::Ejabberd;
 #       loglevel => 'info',       # info logs logins with their address
 #       extra    => "yaml appended to ejabberd.yml",
 #       timeout  => 30,
+#       cluster  => { name => 'ejabberd1', ip => '127.0.0.2',
+#                     dist_port => P, cookie => C },   # a cluster node
 #   );                            # started, users registered, when new() returns
 #   $e->port;  $e->pp_port;  $e->host;  $e->node;  $e->dir;
 #   $e->ctl(@args)      -> ($exit_code, $output)   (ejabberdctl ARGS)
@@ -44,6 +46,27 @@ package XT::Ejabberd;
 # plain so that PLAIN works with the internal auth backend.  No s2s (unless
 # s2s_proxy_protocol), http or other listeners; the distribution port
 # listens on 127.0.0.1 only.
+#
+# A cluster (cluster => {...}, or XT::Ejabberd::cluster() below): the
+# node is NAME@IP (a long name) with the given cookie, and its Erlang
+# distribution listens on IP:DIST_PORT.  ejabberdctl's ERL_DIST_PORT runs
+# the VM with "-erl_epmd_port P -start_epmd false": without epmd a node
+# assumes that every other node listens on that same port P, at the
+# address of its host part.  So the nodes of one cluster share the port
+# and cookie and differ by loopback address (127.0.0.2, 127.0.0.3, ...:
+# Linux answers on all of 127/8), each bound there with
+# "-kernel inet_dist_use_interface".  The c2s listeners stay on
+# 127.0.0.1, each on a port of its own.
+#
+#   my @nodes = XT::Ejabberd::cluster(dir => BASE, nodes => 2,
+#       users => [...], %other_options_of_new);
+#
+# starts the nodes (BASE/ejabberd1, BASE/ejabberd2, ...), joins nodes
+# 2.. to node 1 with "ejabberdctl join_cluster" (Mnesia is then shared:
+# the users, registered once on node 1, are known to all) and returns
+# them once "ejabberdctl list_cluster" on each lists them all.
+#   $e->join_cluster($node_name);  $e->list_cluster -> (node names)
+#   $e->connected_users -> (full JIDs on this node)
 #
 # Not thread-safe across processes with the same dir.  Must run as root
 # (or as the ejabberd user).
@@ -98,6 +121,12 @@ sub new {
     $self->{s2s_pp_port} = free_port() if $self->{s2s_proxy_protocol};
     $self->{node} = "xt$self->{dist_port}\@localhost";
     $self->{cookie} = join '', map { ('A' .. 'Z')[rand 26] } 1 .. 20;
+    $self->{dist_ip} = '127.0.0.1';
+    if (my $c = $o{cluster}) {
+        $self->{$_} = $c->{$_} for qw(dist_port cookie);
+        $self->{dist_ip} = $c->{ip};
+        $self->{node} = "$c->{name}\@$c->{ip}";
+    }
 
     make_path("$dir/conf", "$dir/spool", "$dir/logs");
     $self->_write_config;
@@ -227,11 +256,12 @@ EOF
     $yml .= "\n# extra\n$self->{extra}\n" if length $self->{extra};
 
     XT::Daemon::write_file("$d/conf/ejabberd.yml", $yml);
+    my $dist_if = join ',', split /\./, $self->{dist_ip};
     XT::Daemon::write_file("$d/conf/ejabberdctl.cfg", <<"EOF");
 # written by XT::Ejabberd: a node of its own, no epmd
 ERLANG_NODE=$self->{node}
 ERL_DIST_PORT=$self->{dist_port}
-ERL_OPTIONS="-setcookie $self->{cookie} -kernel inet_dist_use_interface {127,0,0,1}"
+ERL_OPTIONS="-setcookie $self->{cookie} -kernel inet_dist_use_interface {$dist_if}"
 EJABBERD_BYPASS_WARNINGS=true
 EOF
     # "localhost" must resolve without DNS: the node name is NAME@localhost
@@ -320,6 +350,54 @@ sub sessions {
     my ($self, $user, $domain) = @_;
     my ($rc, $out) = $self->ctl('user_sessions_info', $user, $domain);
     return $rc ? '' : $out;
+}
+
+# cluster(dir => BASE, nodes => N, users => [...], %o): N nodes of one
+# cluster, joined (see the header)
+sub cluster {
+    my (%o) = @_;
+    my $base = delete $o{dir} or die "XT::Ejabberd: dir is required\n";
+    my $n = delete $o{nodes} // 2;
+    my $users = delete $o{users} // [];
+    my $timeout = $o{timeout} // 30;
+    my %c = (dist_port => free_port(),
+        cookie => join('', map { ('A' .. 'Z')[rand 26] } 1 .. 20));
+    my @nodes = map {
+        XT::Ejabberd->new(%o, dir => "$base/ejabberd$_",
+            users => $_ == 1 ? $users : [],
+            cluster => { %c, name => "ejabberd$_", ip => '127.0.0.' . ($_ + 1) })
+    } 1 .. $n;
+    $_->join_cluster($nodes[0]->node) for @nodes[1 .. $#nodes];
+    my @want = sort map { $_->node } @nodes;
+    my $end = time() + $timeout;
+    for my $e (@nodes) {
+        until (join(' ', sort $e->list_cluster) eq "@want") {
+            die "XT::Ejabberd: $e->{node} lists " . join(' ', $e->list_cluster)
+                . ", not @want\n" if time() > $end;
+            sleep 0.2;
+        }
+    }
+    return @nodes;
+}
+
+sub join_cluster {
+    my ($self, $node) = @_;
+    my ($rc, $out) = $self->ctl('join_cluster', $node);
+    die "XT::Ejabberd: $self->{node}: join_cluster $node failed ($rc): $out"
+        if $rc;
+    return $self;
+}
+
+sub list_cluster {
+    my ($self) = @_;
+    my ($rc, $out) = $self->ctl('list_cluster');
+    return $rc ? () : grep { length } map { s/^[\s']+|[\s']+$//gr } split /\n/, $out;
+}
+
+sub connected_users {
+    my ($self) = @_;
+    my ($rc, $out) = $self->ctl('connected_users');
+    return $rc ? () : grep { length } split /\n/, $out;
 }
 
 # stop(): SIGKILL to the Erlang VM, then to what is left of the process
