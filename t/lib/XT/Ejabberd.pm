@@ -17,6 +17,9 @@ package XT::Ejabberd;
 #       timeout  => 30,
 #       cluster  => { name => 'ejabberd1', ip => '127.0.0.2',
 #                     dist_port => P, cookie => C },   # a cluster node
+#       http_port => P,           # an ejabberd_http listener without
+#                                 # handlers (404 to all) on the node's
+#                                 # dist IP ($e->dist_ip): a health check
 #   );                            # started, users registered, when new() returns
 #   $e->port;  $e->pp_port;  $e->host;  $e->node;  $e->dir;
 #   $e->ctl(@args)      -> ($exit_code, $output)   (ejabberdctl ARGS)
@@ -127,6 +130,7 @@ sub new {
         $self->{dist_ip} = $c->{ip};
         $self->{node} = "$c->{name}\@$c->{ip}";
     }
+    $self->{http_port} = $o{http_port};
 
     make_path("$dir/conf", "$dir/spool", "$dir/logs");
     $self->_write_config;
@@ -142,6 +146,8 @@ sub new {
 sub pp_port { $_[0]{pp_port} }
 sub s2s_pp_port { $_[0]{s2s_pp_port} }
 sub node    { $_[0]{node} }
+sub http_port { $_[0]{http_port} }
+sub dist_ip { $_[0]{dist_ip} }
 
 # XT::Daemon: what runs, its ports and its log; ready once the node said
 # so (the listeners are bound early, commands work only then); stop() kills
@@ -207,6 +213,12 @@ EOF
     ip: "127.0.0.1"
     module: ejabberd_s2s_in
     use_proxy_protocol: true
+EOF
+    $listen .= <<"EOF" if $self->{http_port};
+  -
+    port: $self->{http_port}
+    ip: "$self->{dist_ip}"
+    module: ejabberd_http
 EOF
     my $dialback = $self->{s2s_proxy_protocol} ? "  mod_s2s_dialback: {}\n" : '';
 
