@@ -69,7 +69,7 @@ package XT::Ejabberd;
 # the users, registered once on node 1, are known to all) and returns
 # them once "ejabberdctl list_cluster" on each lists them all.
 #   $e->join_cluster($node_name);  $e->list_cluster -> (node names)
-#   $e->connected_users -> (full JIDs on this node)
+# sessions() shows a session's node (ejabberd's session table is shared).
 #
 # Not thread-safe across processes with the same dir.  Must run as root
 # (or as the ejabberd user).
@@ -404,12 +404,6 @@ sub list_cluster {
     my ($self) = @_;
     my ($rc, $out) = $self->ctl('list_cluster');
     return $rc ? () : grep { length } map { s/^[\s']+|[\s']+$//gr } split /\n/, $out;
-}
-
-sub connected_users {
-    my ($self) = @_;
-    my ($rc, $out) = $self->ctl('connected_users');
-    return $rc ? () : grep { length } split /\n/, $out;
 }
 
 # stop(): SIGKILL to the Erlang VM, then to what is left of the process
