@@ -225,7 +225,7 @@ SKIP: {
     my $txt = $t->read_file("$d/cluster/cluster.txt") // '';
     ok($csv =~ /^"one node",\d+,errors,0,/m
         && $csv =~ /^"two nodes",\d+,errors,0,/m
-        && $txt =~ /^\| two nodes \|[^\n]*\| [1-9]\d* \/ [1-9]\d* \|/m,
+        && $txt =~ /^\| two nodes \|[^\n]*\| [1-9]\d* \/ [1-9]\d*;/m,
         'cluster --smoke: one node and two, 0 errors, two nodes both used')
         or diag("$csv\n$txt\n$out");
 }
