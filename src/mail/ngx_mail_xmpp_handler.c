@@ -1460,6 +1460,12 @@ ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
             i = NGX_XMPP_ERR_HOST_UNKNOWN;
         }
 
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "%s stream from \"%V\" to \"%V\" refused, \"%V\" error",
+                      ctx->out ? "outgoing" : "incoming",
+                      &ctx->s2s.remote, &ctx->host,
+                      &ngx_mail_xmpp_stream_errors[i]);
+
         s->out.len = 0;
         s->quit = 1;
 

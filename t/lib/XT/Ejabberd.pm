@@ -11,6 +11,10 @@ package XT::Ejabberd;
 #       s2s_proxy_protocol => 0 | 1,  # 1: an s2s port (plain TCP, dialback)
 #                                 #    with use_proxy_protocol: true
 #                                 #    ($e->s2s_pp_port)
+#       s2s      => 0 | 1,        # 1: an s2s port (plain TCP, dialback,
+#                                 #    no PROXY protocol) ($e->s2s_port)
+#       nameserver => 'IP:PORT',  # the DNS server of ejabberd's resolver
+#                                 #    (inetrc), instead of resolv.conf
 #       resume_timeout => 60,     # mod_stream_mgmt (XEP-0198), always on
 #       loglevel => 'info',       # info logs logins with their address
 #       extra    => "yaml appended to ejabberd.yml",
@@ -47,8 +51,8 @@ package XT::Ejabberd;
 # TLS (no certificate is configured, starttls is not required): it is a
 # backend behind nginx, not a server for clients.  Passwords are stored in
 # plain so that PLAIN works with the internal auth backend.  No s2s (unless
-# s2s_proxy_protocol), http or other listeners; the distribution port
-# listens on 127.0.0.1 only.
+# s2s or s2s_proxy_protocol), http (unless http_port) or other listeners;
+# the distribution port listens on 127.0.0.1 only (or the cluster IP).
 #
 # A cluster (cluster => {...}, or XT::Ejabberd::cluster() below): the
 # node is NAME@IP (a long name) with the given cookie, and its Erlang
@@ -70,6 +74,13 @@ package XT::Ejabberd;
 # them once "ejabberdctl list_cluster" on each lists them all.
 #   $e->join_cluster($node_name);  $e->list_cluster -> (node names)
 # sessions() shows a session's node (ejabberd's session table is shared).
+#
+# Names: ejabberd's s2s SRV lookups (_xmpp-server._tcp.DOMAIN) go through
+# Erlang's own resolver (inet_res), which takes its name servers from the
+# inetrc (ERL_INETRC, here DIR/conf/inetrc; "nameserver" sets them), but
+# the address lookups of the domain and of SRV targets go through the C
+# library (net:getaddrinfo in xmpp 1.6.1): "host" entries of the inetrc
+# do not reach them.
 #
 # Not thread-safe across processes with the same dir.  Must run as root
 # (or as the ejabberd user).
@@ -112,6 +123,8 @@ sub new {
         users          => $o{users} // [],
         proxy_protocol => $o{proxy_protocol} ? 1 : 0,
         s2s_proxy_protocol => $o{s2s_proxy_protocol} ? 1 : 0,
+        s2s            => $o{s2s} ? 1 : 0,
+        nameserver     => $o{nameserver},
         resume_timeout => $o{resume_timeout} // 60,
         loglevel       => $o{loglevel} // 'info',
         extra          => $o{extra} // '',
@@ -122,6 +135,7 @@ sub new {
     }, $class;
     $self->{pp_port} = $o{pp_port} // free_port() if $self->{proxy_protocol};
     $self->{s2s_pp_port} = free_port() if $self->{s2s_proxy_protocol};
+    $self->{s2s_port} = free_port() if $self->{s2s};
     $self->{node} = "xt$self->{dist_port}\@localhost";
     $self->{cookie} = join '', map { ('A' .. 'Z')[rand 26] } 1 .. 20;
     $self->{dist_ip} = '127.0.0.1';
@@ -145,6 +159,7 @@ sub new {
 
 sub pp_port { $_[0]{pp_port} }
 sub s2s_pp_port { $_[0]{s2s_pp_port} }
+sub s2s_port { $_[0]{s2s_port} }
 sub node    { $_[0]{node} }
 sub http_port { $_[0]{http_port} }
 sub dist_ip { $_[0]{dist_ip} }
@@ -159,7 +174,8 @@ sub ports {
     my ($self) = @_;
     return ($self->{port},
         $self->{proxy_protocol} ? $self->{pp_port} : (),
-        $self->{s2s_proxy_protocol} ? $self->{s2s_pp_port} : ());
+        $self->{s2s_proxy_protocol} ? $self->{s2s_pp_port} : (),
+        $self->{s2s} ? $self->{s2s_port} : ());
 }
 
 sub ready {
@@ -220,7 +236,14 @@ EOF
     ip: "$self->{dist_ip}"
     module: ejabberd_http
 EOF
-    my $dialback = $self->{s2s_proxy_protocol} ? "  mod_s2s_dialback: {}\n" : '';
+    $listen .= <<"EOF" if $self->{s2s};
+  -
+    port: $self->{s2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_s2s_in
+EOF
+    my $dialback = $self->{s2s_proxy_protocol} || $self->{s2s}
+        ? "  mod_s2s_dialback: {}\n" : '';
 
     my $yml = <<"EOF";
 # written by XT::Ejabberd for one test run
@@ -277,10 +300,17 @@ ERL_OPTIONS="-setcookie $self->{cookie} -kernel inet_dist_use_interface {$dist_i
 EJABBERD_BYPASS_WARNINGS=true
 EOF
     # "localhost" must resolve without DNS: the node name is NAME@localhost
-    XT::Daemon::write_file("$d/conf/inetrc", <<'EOF');
+    my $resolv = qq({file, resolv, "/etc/resolv.conf"}.);
+    if (defined $self->{nameserver}) {
+        my ($ip, $port) = $self->{nameserver} =~ /^([\d.]+):(\d+)$/
+            or die "XT::Ejabberd: nameserver must be IP:PORT\n";
+        $resolv = qq({resolv_conf, ""}.\n{nameserver, {)
+            . join(',', split /\./, $ip) . "}, $port}.";
+    }
+    XT::Daemon::write_file("$d/conf/inetrc", <<"EOF");
 {lookup,["file","native"]}.
 {host,{127,0,0,1}, ["localhost"]}.
-{file, resolv, "/etc/resolv.conf"}.
+$resolv
 EOF
 }
 
