@@ -26,7 +26,8 @@
 #     <failed><item-not-found/></failed> (the session died with its
 #     node), binds anew and is online on node 2; a new login of a user
 #     whose node is node 1 also goes to node 2; the two exchange messages
-#     again with the user on node 2.
+#     again with the user on node 2;
+#   - both nodes down: auth_http answers with a temporary failure.
 
 use strict;
 use warnings;
@@ -178,7 +179,17 @@ like($node[0]->log, qr/\b\Q$alice\E\@\Q$DOM\E\b/, 'node 1 had alice');
 like($node[1]->log, qr/Opened c2s session for \Q$alice\E\@\Q$DOM\E/i,
     'node 2 has alice');
 
-# both nginx logged the sessions' backends
+# no node up: a temporary failure, the client told to wait
+$node[1]->stop;
+my $down = ask($ngx[1], "$bob\@$DOM");
+like($down, qr/^Auth-Status: Temporary server failure\r$/m,
+    'both nodes down: Auth-Status a temporary failure');
+like($down, qr/^Auth-Wait: 3\r$/m, 'both nodes down: Auth-Wait');
+like($down, qr/^Auth-Error-Code: temporary-auth-failure\r$/m,
+    'both nodes down: <temporary-auth-failure/>');
+unlike($down, qr/^Auth-(?:Server|Port): \S/m, 'both nodes down: no backend');
+
+
 my @log = map { $_->read_file('error.log') } @ngx;
 like($log[0], qr/\Q$alice\E\@\Q$DOM\E.*upstream: 127\.0\.0\.1:${\ $node[0]->port}/,
     'nginx A: alice to node 1');
