@@ -40,18 +40,19 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 
 use XT::Ejabberd;
+use XT::Interop ();
 use XT::Nginx;
 use XT::XMPP;
 
 my $why = XT::Ejabberd::available();
-plan(skip_all => $why) if $why;
+XT::Interop::need(!$why, "ejabberd ($why)");
 
 my $DOM = 'c.test';
 # the hash ring depends on the nodes' (random) ports: with 20 users,
 # fewer than 2 on node 1 or none on node 2 is a chance of 2e-5
 my @USERS = map { "u$_" } 1 .. 20;
 
-my @ngx = map { XT::Nginx->new()->has(qw/mail http/) } 1 .. 2;
+my @ngx = map { XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/) } 1 .. 2;
 my $dir = $ngx[0]->testdir;
 chmod 0755, $dir;
 my $hport = XT::Nginx::free_port();
