@@ -131,7 +131,7 @@ mail {
 }
 EOF
 $t->run();
-$t->plan(44);
+$t->plan(45);
 
 ###############################################################################
 
@@ -198,6 +198,9 @@ is($after, $before, 'nothing reached auth_http before TLS');
 $c = tls_stream('unknown.test');
 like(join('', map { $c->read_element // '' } 1 .. 2), qr/<host-unknown\b/,
     'unknown domain: host-unknown');
+like($t->read_file('error.log'),
+    qr/incoming stream from "r\.test" to "unknown\.test" refused, "host-unknown" error/,
+    'unknown domain: the error log names both domains');
 
 $c = tls_stream('l.test');
 like($c->read_element // '', qr{<dialback xmlns='urn:xmpp:features:dialback'/>},

@@ -357,11 +357,17 @@ for my $c (['garbage', qr/upstream sent invalid XML/],
 
 $got = raw_out('evil.test', 'l.test');
 like($got, qr/<policy-violation\b/, 'local domain refused by auth_http');
+like($t->read_file('error.log'),
+    qr/outgoing stream from "evil\.test" to "l\.test" refused, "policy-violation" error/,
+    'local domain refused: the error log names both domains');
 
 # a domain auth_http does not let R federate with
 
 $got = raw_out('r.test', 'elsewhere.example');
 like($got, qr/<policy-violation\b/, 'refused by auth_http: policy-violation');
+like($t->read_file('error.log'),
+    qr/outgoing stream from "r\.test" to "elsewhere\.example" refused/,
+    'remote domain refused: the error log names both domains');
 
 # the servers go first: nginx's graceful stop waits for relayed sessions
 

@@ -11,6 +11,9 @@
 #include <ngx_mail_xmpp_module.h>
 
 
+#if (NGX_MAIL_SSL)
+static void ngx_mail_xmpp_tls_detect(ngx_event_t *rev);
+#endif
 static void ngx_mail_xmpp_lingering_close(ngx_event_t *rev);
 static ngx_int_t ngx_mail_xmpp_stream(ngx_mail_session_t *s,
     ngx_connection_t *c);
@@ -53,6 +56,9 @@ ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 {
     ngx_mail_xmpp_ctx_t       *ctx;
     ngx_mail_core_srv_conf_t  *cscf;
+#if (NGX_MAIL_SSL)
+    ngx_mail_xmpp_srv_conf_t  *xcf;
+#endif
 
     cscf = ngx_mail_get_module_srv_conf(s, ngx_mail_core_module);
 
@@ -81,8 +87,91 @@ ngx_mail_xmpp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
         ngx_add_timer(c->read, cscf->timeout);
     }
 
+#if (NGX_MAIL_SSL)
+
+    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
+
+    if (xcf->tls_detect && c->ssl == NULL && !ctx->out) {
+
+        /* "xmpp_tls_detect": a stream header or a TLS ClientHello */
+
+        c->log->action = "detecting TLS";
+        c->read->handler = ngx_mail_xmpp_tls_detect;
+
+        ngx_mail_xmpp_tls_detect(c->read);
+        return;
+    }
+
+#endif
+
     ngx_mail_xmpp_init_protocol(c->read);
 }
+
+
+#if (NGX_MAIL_SSL)
+
+static void
+ngx_mail_xmpp_tls_detect(ngx_event_t *rev)
+{
+    u_char               ch;
+    ssize_t              n;
+    ngx_err_t            err;
+    ngx_connection_t    *c;
+    ngx_mail_session_t  *s;
+
+    c = rev->data;
+    s = c->data;
+
+    if (rev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT, "client timed out");
+        c->timedout = 1;
+        ngx_mail_close_connection(c);
+        return;
+    }
+
+    /*
+     * The first byte, left in the socket: 0x16 starts a TLS handshake
+     * record, a stream starts with '<' or whitespace.  Anything but a
+     * handshake, also the end of the connection or an error, is left to
+     * the stream parser, which gives a not-well-formed stream error for
+     * garbage as on any plain port.
+     */
+
+    n = recv(c->fd, (char *) &ch, 1, MSG_PEEK);
+
+    err = ngx_socket_errno;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0, "xmpp tls detect: %z", n);
+
+    if (n == -1 && err == NGX_EAGAIN) {
+        rev->ready = 0;
+
+        if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+            ngx_mail_close_connection(c);
+        }
+
+        return;
+    }
+
+    if (n != 1 || ch != 0x16) {
+        ngx_mail_xmpp_init_protocol(rev);
+        return;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0, "xmpp direct tls detected");
+
+    /*
+     * direct TLS, as on "listen ... ssl": the mail core's handshake, then
+     * ngx_mail_init_session() starts the session again on the TLS
+     * connection (certificate by SNI, ALPN, "Auth-SSL")
+     */
+
+    s->ssl = 1;
+
+    ngx_mail_init_session_handler(rev);
+}
+
+#endif
 
 
 void
@@ -1459,6 +1548,12 @@ ngx_mail_xmpp_auth_error(ngx_mail_session_t *s, ngx_str_t *text,
         if (ngx_mail_xmpp_stream_errors[i].len == 0) {
             i = NGX_XMPP_ERR_HOST_UNKNOWN;
         }
+
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "%s stream from \"%V\" to \"%V\" refused, \"%V\" error",
+                      ctx->out ? "outgoing" : "incoming",
+                      &ctx->s2s.remote, &ctx->host,
+                      &ngx_mail_xmpp_stream_errors[i]);
 
         s->out.len = 0;
         s->quit = 1;

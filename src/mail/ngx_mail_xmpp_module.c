@@ -18,6 +18,9 @@ static ngx_int_t ngx_mail_xmpp_mechanisms_conf(ngx_conf_t *cf,
     ngx_uint_t methods, ngx_uint_t tls, ngx_str_t *out);
 static ngx_int_t ngx_mail_xmpp_features_conf(ngx_conf_t *cf, ngx_str_t *out,
     ngx_str_t *first, ngx_str_t *second);
+#if (NGX_MAIL_SSL)
+static ngx_int_t ngx_mail_xmpp_tls_detect_conf(ngx_conf_t *cf);
+#endif
 
 
 static ngx_conf_bitmask_t  ngx_mail_xmpp_auth_methods[] = {
@@ -314,6 +317,13 @@ static ngx_command_t  ngx_mail_xmpp_commands[] = {
       offsetof(ngx_mail_xmpp_srv_conf_t, cache_negative_size),
       NULL },
 
+    { ngx_string("xmpp_tls_detect"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, tls_detect),
+      NULL },
+
 #endif
 
       ngx_null_command
@@ -431,6 +441,7 @@ ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
     xcf->lookup_domains = NGX_CONF_UNSET_PTR;
     xcf->lookup_timeout = NGX_CONF_UNSET_MSEC;
     xcf->lookup_concurrency = NGX_CONF_UNSET_UINT;
+    xcf->tls_detect = NGX_CONF_UNSET;
     xcf->cache_time = NGX_CONF_UNSET;
     xcf->cache_error_time = NGX_CONF_UNSET;
     xcf->cache_size = NGX_CONF_UNSET_UINT;
@@ -505,6 +516,14 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->cache_size, prev->cache_size, 1000);
     ngx_conf_merge_uint_value(conf->cache_negative_size,
                               prev->cache_negative_size, 100);
+
+    ngx_conf_merge_value(conf->tls_detect, prev->tls_detect, 0);
+
+#if (NGX_MAIL_SSL)
+    if (conf->tls_detect && ngx_mail_xmpp_tls_detect_conf(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+#endif
 
     if (conf->cache_size == 0
         || conf->cache_negative_size == 0
@@ -776,3 +795,44 @@ ngx_mail_xmpp_features_conf(ngx_conf_t *cf, ngx_str_t *out, ngx_str_t *first,
 
     return NGX_OK;
 }
+
+
+#if (NGX_MAIL_SSL)
+
+static ngx_int_t
+ngx_mail_xmpp_tls_detect_conf(ngx_conf_t *cf)
+{
+    ngx_mail_ssl_conf_t       *sslcf;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
+
+    if (cscf->protocol == NULL
+        || (cscf->protocol->type != NGX_MAIL_XMPP_PROTOCOL
+            && cscf->protocol->type != NGX_MAIL_XMPP_SERVER_PROTOCOL))
+    {
+        /* the mail level, or IMAP, POP3, SMTP: the server speaks first */
+
+        return NGX_OK;
+    }
+
+    if (cscf->protocol == &ngx_mail_xmpp_server_out_protocol) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"xmpp_tls_detect\" is not for "
+                           "\"protocol xmpp-server-out\"");
+        return NGX_ERROR;
+    }
+
+    sslcf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_ssl_module);
+
+    if (sslcf->ssl.ctx == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"xmpp_tls_detect\" requires "
+                           "\"ssl_certificate\"");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+#endif

@@ -205,6 +205,7 @@ typedef struct {
 typedef struct {
     size_t                       client_buffer_size;
     ngx_uint_t                   auth_methods;
+    ngx_flag_t                   tls_detect;
 
     ngx_array_t                 *certificates;   /* ngx_mail_xmpp_cert_t */
 

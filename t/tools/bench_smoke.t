@@ -5,10 +5,12 @@
 # in front of a real Prosody and the IMAP stub, and checks that the load
 # generator completes every session without an error in each mode, holds
 # idle sessions, and pushes stanzas through the splice.  Then runs
-# "t/bench/run --smoke" once and checks that it produced its results.
-# No timing is asserted.
+# "t/bench/run --smoke" once and checks that it produced its results, and
+# "t/bench/cluster --smoke" (an ejabberd cluster behind nginx).  No timing
+# is asserted.
 #
-# TEST_BENCH_SKIP_RUN=1 skips the t/bench/run part (about 30 s).
+# TEST_BENCH_SKIP_RUN=1 skips the t/bench/run and t/bench/cluster parts
+# (about 30 s and 15 s).
 
 use strict;
 use warnings;
@@ -115,7 +117,7 @@ stream {
 }
 EOF
 $t->run();
-$t->plan(19);
+$t->plan(21);
 
 ###############################################################################
 
@@ -205,4 +207,26 @@ SKIP: {
     ok(@err >= 8 && !grep({ !/,errors,0,/ } @err),
         'run --smoke: sessions in A, B, C, D at every point, 0 errors')
         or diag(join("\n", @err) . "\n$out");
+}
+
+# t/bench/cluster, in smoke mode: both node variants log in without an
+# error, and the two-node one over both nodes
+
+SKIP: {
+    skip 'TEST_BENCH_SKIP_RUN set', 2 if $ENV{TEST_BENCH_SKIP_RUN};
+    require XT::Ejabberd;
+    my $why = XT::Ejabberd::available();
+    skip $why, 2 if $why;
+
+    my $nginx = $t->binary;
+    my $out = `$bench/cluster --smoke --out $d/cluster --nginx $nginx 2>&1`;
+    is($? >> 8, 0, 't/bench/cluster --smoke exits 0') or diag($out);
+    my $csv = $t->read_file("$d/cluster/cluster.csv") // '';
+    my $txt = $t->read_file("$d/cluster/cluster.txt") // '';
+    my ($on1, $on2) = $txt =~ /^\| two nodes \|[^\n]*?\| (\d+) \/ (\d+);/m;
+    ok($csv =~ /^"one node",\d+,errors,0,/m
+        && $csv =~ /^"two nodes",\d+,errors,0,/m
+        && ($on1 // 0) + ($on2 // 0) == 8,
+        'cluster --smoke: one node and two, 0 errors, every user on a node')
+        or diag("$csv\n$txt\n$out");
 }

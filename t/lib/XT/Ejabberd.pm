@@ -11,6 +11,10 @@ package XT::Ejabberd;
 #       s2s_proxy_protocol => 0 | 1,  # 1: an s2s port (plain TCP, dialback)
 #                                 #    with use_proxy_protocol: true
 #                                 #    ($e->s2s_pp_port)
+#       s2s      => 0 | 1,        # 1: an s2s port (plain TCP, dialback,
+#                                 #    no PROXY protocol) ($e->s2s_port)
+#       nameserver => 'IP:PORT',  # the DNS server of ejabberd's resolver
+#                                 #    (inetrc), instead of resolv.conf
 #       resume_timeout => 60,     # mod_stream_mgmt (XEP-0198), always on
 #       tls      => 0 | 1,        # 1: the c2s port with starttls_required
 #                                 #    and a certificate for every domain
@@ -18,6 +22,11 @@ package XT::Ejabberd;
 #       loglevel => 'info',       # info logs logins with their address
 #       extra    => "yaml appended to ejabberd.yml",
 #       timeout  => 30,
+#       cluster  => { name => 'ejabberd1', ip => '127.0.0.2',
+#                     dist_port => P, cookie => C },   # a cluster node
+#       http_port => P,           # an ejabberd_http listener without
+#                                 # handlers (404 to all) on the node's
+#                                 # dist IP ($e->dist_ip): a health check
 #   );                            # started, users registered, when new() returns
 #   $e->port;  $e->pp_port;  $e->host;  $e->node;  $e->dir;
 #   $e->ctl(@args)      -> ($exit_code, $output)   (ejabberdctl ARGS)
@@ -45,8 +54,36 @@ package XT::Ejabberd;
 # TLS (no certificate is configured, starttls is not required): it is a
 # backend behind nginx, not a server for clients.  Passwords are stored in
 # plain so that PLAIN works with the internal auth backend.  No s2s (unless
-# s2s_proxy_protocol), http or other listeners; the distribution port
-# listens on 127.0.0.1 only.
+# s2s or s2s_proxy_protocol), http (unless http_port) or other listeners;
+# the distribution port listens on 127.0.0.1 only (or the cluster IP).
+#
+# A cluster (cluster => {...}, or XT::Ejabberd::cluster() below): the
+# node is NAME@IP (a long name) with the given cookie, and its Erlang
+# distribution listens on IP:DIST_PORT.  ejabberdctl's ERL_DIST_PORT runs
+# the VM with "-erl_epmd_port P -start_epmd false": without epmd a node
+# assumes that every other node listens on that same port P, at the
+# address of its host part.  So the nodes of one cluster share the port
+# and cookie and differ by loopback address (127.0.0.2, 127.0.0.3, ...:
+# Linux answers on all of 127/8), each bound there with
+# "-kernel inet_dist_use_interface".  The c2s listeners stay on
+# 127.0.0.1, each on a port of its own.
+#
+#   my @nodes = XT::Ejabberd::cluster(dir => BASE, nodes => 2,
+#       users => [...], %other_options_of_new);
+#
+# starts the nodes (BASE/ejabberd1, BASE/ejabberd2, ...), joins nodes
+# 2.. to node 1 with "ejabberdctl join_cluster" (Mnesia is then shared:
+# the users, registered once on node 1, are known to all) and returns
+# them once "ejabberdctl list_cluster" on each lists them all.
+#   $e->join_cluster($node_name);  $e->list_cluster -> (node names)
+# sessions() shows a session's node (ejabberd's session table is shared).
+#
+# Names: ejabberd's s2s SRV lookups (_xmpp-server._tcp.DOMAIN) go through
+# Erlang's own resolver (inet_res), which takes its name servers from the
+# inetrc (ERL_INETRC, here DIR/conf/inetrc; "nameserver" sets them), but
+# the address lookups of the domain and of SRV targets go through the C
+# library (net:getaddrinfo in xmpp 1.6.1): "host" entries of the inetrc
+# do not reach them.
 #
 # Not thread-safe across processes with the same dir.  Must run as root
 # (or as the ejabberd user).
@@ -89,6 +126,8 @@ sub new {
         users          => $o{users} // [],
         proxy_protocol => $o{proxy_protocol} ? 1 : 0,
         s2s_proxy_protocol => $o{s2s_proxy_protocol} ? 1 : 0,
+        s2s            => $o{s2s} ? 1 : 0,
+        nameserver     => $o{nameserver},
         resume_timeout => $o{resume_timeout} // 60,
         tls            => $o{tls} ? 1 : 0,
         loglevel       => $o{loglevel} // 'info',
@@ -100,8 +139,16 @@ sub new {
     }, $class;
     $self->{pp_port} = $o{pp_port} // free_port() if $self->{proxy_protocol};
     $self->{s2s_pp_port} = free_port() if $self->{s2s_proxy_protocol};
+    $self->{s2s_port} = free_port() if $self->{s2s};
     $self->{node} = "xt$self->{dist_port}\@localhost";
     $self->{cookie} = join '', map { ('A' .. 'Z')[rand 26] } 1 .. 20;
+    $self->{dist_ip} = '127.0.0.1';
+    if (my $c = $o{cluster}) {
+        $self->{$_} = $c->{$_} for qw(dist_port cookie);
+        $self->{dist_ip} = $c->{ip};
+        $self->{node} = "$c->{name}\@$c->{ip}";
+    }
+    $self->{http_port} = $o{http_port};
 
     make_path("$dir/conf", "$dir/spool", "$dir/logs");
     make_cert($self->cert, cn => $self->{domains}[0],
@@ -119,7 +166,10 @@ sub new {
 sub pp_port { $_[0]{pp_port} }
 sub cert    { ("$_[0]{dir}/conf/tls.crt", "$_[0]{dir}/conf/tls.key") }
 sub s2s_pp_port { $_[0]{s2s_pp_port} }
+sub s2s_port { $_[0]{s2s_port} }
 sub node    { $_[0]{node} }
+sub http_port { $_[0]{http_port} }
+sub dist_ip { $_[0]{dist_ip} }
 
 # XT::Daemon: what runs, its ports and its log; ready once the node said
 # so (the listeners are bound early, commands work only then); stop() kills
@@ -131,7 +181,8 @@ sub ports {
     my ($self) = @_;
     return ($self->{port},
         $self->{proxy_protocol} ? $self->{pp_port} : (),
-        $self->{s2s_proxy_protocol} ? $self->{s2s_pp_port} : ());
+        $self->{s2s_proxy_protocol} ? $self->{s2s_pp_port} : (),
+        $self->{s2s} ? $self->{s2s_port} : ());
 }
 
 sub ready {
@@ -187,7 +238,20 @@ EOF
     module: ejabberd_s2s_in
     use_proxy_protocol: true
 EOF
-    my $dialback = $self->{s2s_proxy_protocol} ? "  mod_s2s_dialback: {}\n" : '';
+    $listen .= <<"EOF" if $self->{http_port};
+  -
+    port: $self->{http_port}
+    ip: "$self->{dist_ip}"
+    module: ejabberd_http
+EOF
+    $listen .= <<"EOF" if $self->{s2s};
+  -
+    port: $self->{s2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_s2s_in
+EOF
+    my $dialback = $self->{s2s_proxy_protocol} || $self->{s2s}
+        ? "  mod_s2s_dialback: {}\n" : '';
 
     my $yml = <<"EOF";
 # written by XT::Ejabberd for one test run
@@ -237,18 +301,26 @@ EOF
     $yml .= "\n# extra\n$self->{extra}\n" if length $self->{extra};
 
     XT::Daemon::write_file("$d/conf/ejabberd.yml", $yml);
+    my $dist_if = join ',', split /\./, $self->{dist_ip};
     XT::Daemon::write_file("$d/conf/ejabberdctl.cfg", <<"EOF");
 # written by XT::Ejabberd: a node of its own, no epmd
 ERLANG_NODE=$self->{node}
 ERL_DIST_PORT=$self->{dist_port}
-ERL_OPTIONS="-setcookie $self->{cookie} -kernel inet_dist_use_interface {127,0,0,1}"
+ERL_OPTIONS="-setcookie $self->{cookie} -kernel inet_dist_use_interface {$dist_if}"
 EJABBERD_BYPASS_WARNINGS=true
 EOF
     # "localhost" must resolve without DNS: the node name is NAME@localhost
-    XT::Daemon::write_file("$d/conf/inetrc", <<'EOF');
+    my $resolv = qq({file, resolv, "/etc/resolv.conf"}.);
+    if (defined $self->{nameserver}) {
+        my ($ip, $port) = $self->{nameserver} =~ /^([\d.]+):(\d+)$/
+            or die "XT::Ejabberd: nameserver must be IP:PORT\n";
+        $resolv = qq({resolv_conf, ""}.\n{nameserver, {)
+            . join(',', split /\./, $ip) . "}, $port}.";
+    }
+    XT::Daemon::write_file("$d/conf/inetrc", <<"EOF");
 {lookup,["file","native"]}.
 {host,{127,0,0,1}, ["localhost"]}.
-{file, resolv, "/etc/resolv.conf"}.
+$resolv
 EOF
 }
 
@@ -330,6 +402,48 @@ sub sessions {
     my ($self, $user, $domain) = @_;
     my ($rc, $out) = $self->ctl('user_sessions_info', $user, $domain);
     return $rc ? '' : $out;
+}
+
+# cluster(dir => BASE, nodes => N, users => [...], %o): N nodes of one
+# cluster, joined (see the header)
+sub cluster {
+    my (%o) = @_;
+    my $base = delete $o{dir} or die "XT::Ejabberd: dir is required\n";
+    my $n = delete $o{nodes} // 2;
+    my $users = delete $o{users} // [];
+    my $timeout = $o{timeout} // 30;
+    my %c = (dist_port => free_port(),
+        cookie => join('', map { ('A' .. 'Z')[rand 26] } 1 .. 20));
+    my @nodes = map {
+        XT::Ejabberd->new(%o, dir => "$base/ejabberd$_",
+            users => $_ == 1 ? $users : [],
+            cluster => { %c, name => "ejabberd$_", ip => '127.0.0.' . ($_ + 1) })
+    } 1 .. $n;
+    $_->join_cluster($nodes[0]->node) for @nodes[1 .. $#nodes];
+    my @want = sort map { $_->node } @nodes;
+    my $end = time() + $timeout;
+    for my $e (@nodes) {
+        until (join(' ', sort $e->list_cluster) eq "@want") {
+            die "XT::Ejabberd: $e->{node} lists " . join(' ', $e->list_cluster)
+                . ", not @want\n" if time() > $end;
+            sleep 0.2;
+        }
+    }
+    return @nodes;
+}
+
+sub join_cluster {
+    my ($self, $node) = @_;
+    my ($rc, $out) = $self->ctl('join_cluster', $node);
+    die "XT::Ejabberd: $self->{node}: join_cluster $node failed ($rc): $out"
+        if $rc;
+    return $self;
+}
+
+sub list_cluster {
+    my ($self) = @_;
+    my ($rc, $out) = $self->ctl('list_cluster');
+    return $rc ? () : grep { length } map { s/^[\s']+|[\s']+$//gr } split /\n/, $out;
 }
 
 # stop(): SIGKILL to the Erlang VM, then to what is left of the process

@@ -4,6 +4,8 @@ package XT::XMPP;
 #
 #   my $c = XT::XMPP->new(port => $p, host => '127.0.0.1', ssl => 0, timeout => 5)
 #       or die $XT::XMPP::ERROR;
+#   (local_addr => '127.0.0.2': the client's own address, as from
+#   another host, for tests of what nginx learns of the client)
 #   $c->send("<?xml version='1.0'?><stream:stream ...>");
 #   my $unit = $c->read_element;    # undef on EOF or timeout
 #
@@ -64,6 +66,7 @@ sub new {
     my $s = IO::Socket::INET->new(
         PeerAddr => $self->{host}, PeerPort => $self->{port},
         Proto => 'tcp', Timeout => $self->{timeout},
+        defined $o{local_addr} ? (LocalAddr => $o{local_addr}) : (),
     );
     unless ($s) {
         $ERROR = "connect to $self->{host}:$self->{port}: $@";
