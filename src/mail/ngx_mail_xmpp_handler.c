@@ -1596,7 +1596,16 @@ ngx_mail_xmpp_auth_header(ngx_mail_session_t *s, ngx_str_t *name,
     ngx_str_t *value)
 {
 #if (NGX_MAIL_SSL)
+    ngx_int_t             rc;
     ngx_mail_xmpp_ctx_t  *ctx;
+
+    /* TLS to the backend, for this login */
+
+    rc = ngx_mail_xmpp_upstream_ssl_header(s, name, value);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     /* the Auth-SCRAM-* headers of the answer to a SCRAM client-first */
 

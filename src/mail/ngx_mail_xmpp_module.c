@@ -31,6 +31,25 @@ static ngx_conf_bitmask_t  ngx_mail_xmpp_auth_methods[] = {
 };
 
 
+#if (NGX_MAIL_SSL)
+
+static ngx_conf_enum_t  ngx_mail_xmpp_proxy_ssl[] = {
+    { ngx_string("off"), NGX_XMPP_PROXY_SSL_OFF },
+    { ngx_string("on"), NGX_XMPP_PROXY_SSL_ON },
+    { ngx_string("starttls"), NGX_XMPP_PROXY_SSL_STARTTLS },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_bitmask_t  ngx_mail_xmpp_proxy_ssl_protocols[] = {
+    { ngx_string("TLSv1.2"), NGX_SSL_TLSv1_2 },
+    { ngx_string("TLSv1.3"), NGX_SSL_TLSv1_3 },
+    { ngx_null_string, 0 }
+};
+
+#endif
+
+
 ngx_mail_xmpp_mech_t  ngx_mail_xmpp_mechanisms[] = {
     { ngx_string("SCRAM-SHA-256-PLUS"), NGX_MAIL_AUTH_SCRAM_SHA256,
       NGX_MAIL_AUTH_SCRAM_SHA256_ENABLED, 1 },
@@ -120,7 +139,7 @@ static ngx_mail_protocol_t  ngx_mail_xmpp_server_protocol = {
 
     ngx_mail_xmpp_auth_error,
     ngx_mail_xmpp_proxy_handler,
-    NULL,
+    ngx_mail_xmpp_auth_header,
     NULL
 };
 
@@ -173,10 +192,45 @@ static ngx_command_t  ngx_mail_xmpp_commands[] = {
 #if (NGX_MAIL_SSL)
 
     { ngx_string("xmpp_proxy_ssl"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl),
+      &ngx_mail_xmpp_proxy_ssl },
+
+    { ngx_string("xmpp_proxy_ssl_name"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_name),
+      NULL },
+
+    { ngx_string("xmpp_proxy_ssl_certificate"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_certificate),
+      NULL },
+
+    { ngx_string("xmpp_proxy_ssl_certificate_key"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_certificate_key),
+      NULL },
+
+    { ngx_string("xmpp_proxy_ssl_protocols"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_protocols),
+      &ngx_mail_xmpp_proxy_ssl_protocols },
+
+    { ngx_string("xmpp_proxy_ssl_session_reuse"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
       NGX_MAIL_SRV_CONF_OFFSET,
-      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl),
+      offsetof(ngx_mail_xmpp_srv_conf_t, proxy_ssl_session_reuse),
       NULL },
 
     { ngx_string("xmpp_proxy_ssl_verify"),
@@ -393,7 +447,8 @@ ngx_mail_xmpp_create_srv_conf(ngx_conf_t *cf)
     xcf->cache_size = NGX_CONF_UNSET_UINT;
     xcf->cache_negative_size = NGX_CONF_UNSET_UINT;
 #if (NGX_MAIL_SSL)
-    xcf->proxy_ssl = NGX_CONF_UNSET;
+    xcf->proxy_ssl = NGX_CONF_UNSET_UINT;
+    xcf->proxy_ssl_session_reuse = NGX_CONF_UNSET;
     xcf->proxy_ssl_verify = NGX_CONF_UNSET;
     xcf->proxy_ssl_verify_depth = NGX_CONF_UNSET_UINT;
 #endif
@@ -487,29 +542,50 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    /* TLS to the remote server of an outgoing stream, verified */
+    /*
+     * TLS to the upstream: the remote server of an outgoing stream ("on"
+     * or "off"), or the backend of a client or an incoming server stream
+     */
 
     cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
     out = (cscf->protocol == &ngx_mail_xmpp_server_out_protocol);
 
-    ngx_conf_merge_value(conf->proxy_ssl, prev->proxy_ssl, out);
+    ngx_conf_merge_uint_value(conf->proxy_ssl, prev->proxy_ssl,
+                              out ? NGX_XMPP_PROXY_SSL_ON
+                                  : NGX_XMPP_PROXY_SSL_OFF);
     ngx_conf_merge_value(conf->proxy_ssl_verify, prev->proxy_ssl_verify, 1);
     ngx_conf_merge_uint_value(conf->proxy_ssl_verify_depth,
                               prev->proxy_ssl_verify_depth, 3);
     ngx_conf_merge_str_value(conf->proxy_ssl_trusted_certificate,
                              prev->proxy_ssl_trusted_certificate, "");
+    ngx_conf_merge_str_value(conf->proxy_ssl_name, prev->proxy_ssl_name, "");
+    ngx_conf_merge_str_value(conf->proxy_ssl_certificate,
+                             prev->proxy_ssl_certificate, "");
+    ngx_conf_merge_str_value(conf->proxy_ssl_certificate_key,
+                             prev->proxy_ssl_certificate_key, "");
+    ngx_conf_merge_bitmask_value(conf->proxy_ssl_protocols,
+                                 prev->proxy_ssl_protocols,
+                                 (NGX_CONF_BITMASK_SET
+                                  |NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3));
+    ngx_conf_merge_value(conf->proxy_ssl_session_reuse,
+                         prev->proxy_ssl_session_reuse, 1);
 
-    if (conf->proxy_ssl && cscf->protocol && !out) {
+    if (out && conf->proxy_ssl == NGX_XMPP_PROXY_SSL_STARTTLS) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"xmpp_proxy_ssl\" is only for "
-                           "\"protocol xmpp-server-out\"");
+                           "\"xmpp_proxy_ssl\" of \"protocol "
+                           "xmpp-server-out\" is \"on\" or \"off\"");
         return NGX_CONF_ERROR;
     }
 
-    if (conf->proxy_ssl && out
-        && ngx_mail_xmpp_upstream_ssl_init(cf, conf) != NGX_OK)
+    /* auth_http may ask for TLS to the backend when the default is off */
+
+    if ((out && conf->proxy_ssl)
+        || cscf->protocol == &ngx_mail_xmpp_protocol
+        || cscf->protocol == &ngx_mail_xmpp_server_protocol)
     {
-        return NGX_CONF_ERROR;
+        if (ngx_mail_xmpp_upstream_ssl_init(cf, conf) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 #endif
 

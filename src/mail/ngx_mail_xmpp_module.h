@@ -30,12 +30,21 @@
 #define NGX_MAIL_XMPP_SCRAM_ITERATIONS  1000000
 #define NGX_MAIL_XMPP_SALT_LEN          128
 #define NGX_MAIL_XMPP_TARGETS           8       /* of a remote domain */
+#define NGX_MAIL_XMPP_SSL_SESSIONS      32      /* backend TLS sessions */
+#define NGX_MAIL_XMPP_SSL_NAME_LEN      256
 
 
 #define NGX_XMPP_STREAMS_NS  "http://etherx.jabber.org/streams"
 #define NGX_XMPP_SASL_NS     "urn:ietf:params:xml:ns:xmpp-sasl"
 #define NGX_XMPP_TLS_NS      "urn:ietf:params:xml:ns:xmpp-tls"
 #define NGX_XMPP_ERR_NS      "urn:ietf:params:xml:ns:xmpp-streams"
+
+
+/* xmpp_proxy_ssl */
+
+#define NGX_XMPP_PROXY_SSL_OFF       0
+#define NGX_XMPP_PROXY_SSL_ON        1      /* direct TLS */
+#define NGX_XMPP_PROXY_SSL_STARTTLS  2
 
 
 /* ngx_mail_xmpp_stream_header() */
@@ -151,6 +160,25 @@ typedef void (*ngx_mail_xmpp_lookup_pt)(ngx_mail_xmpp_lookup_t *lu,
 
 #if (NGX_MAIL_SSL)
 
+/* a backend's TLS session, kept for the next login (per worker) */
+
+typedef struct {
+    ngx_queue_t             queue;
+    socklen_t               socklen;
+    ngx_sockaddr_t          sockaddr;
+    size_t                  name_len;
+    ngx_ssl_session_t      *session;
+    u_char                  name[NGX_MAIL_XMPP_SSL_NAME_LEN];
+} ngx_mail_xmpp_ssl_session_t;
+
+
+typedef struct {
+    ngx_queue_t                   used;     /* the last used first */
+    ngx_queue_t                   free;
+    ngx_mail_xmpp_ssl_session_t   sessions[NGX_MAIL_XMPP_SSL_SESSIONS];
+} ngx_mail_xmpp_ssl_sessions_t;
+
+
 typedef struct {
     ngx_str_node_t          sn;
     ngx_queue_t             queue;
@@ -203,11 +231,17 @@ typedef struct {
     ngx_str_t                    server_starttls_only_features;
 
 #if (NGX_MAIL_SSL)
-    ngx_flag_t                   proxy_ssl;        /* xmpp-server-out */
+    ngx_uint_t                   proxy_ssl;        /* NGX_XMPP_PROXY_SSL_* */
     ngx_flag_t                   proxy_ssl_verify;
     ngx_uint_t                   proxy_ssl_verify_depth;
     ngx_str_t                    proxy_ssl_trusted_certificate;
+    ngx_str_t                    proxy_ssl_name;
+    ngx_str_t                    proxy_ssl_certificate;
+    ngx_str_t                    proxy_ssl_certificate_key;
+    ngx_uint_t                   proxy_ssl_protocols;
+    ngx_flag_t                   proxy_ssl_session_reuse;
     ngx_ssl_t                   *proxy_ssl_ctx;
+    ngx_mail_xmpp_ssl_sessions_t  *proxy_ssl_sessions;
 #endif
 } ngx_mail_xmpp_srv_conf_t;
 
@@ -432,6 +466,8 @@ typedef struct {
     ngx_uint_t              target;         /* the one tried */
     ngx_uint_t              direct;         /* bits: direct TLS targets */
 #if (NGX_MAIL_SSL)
+    ngx_uint_t              proxy_ssl;      /* auth_http's, + 1; 0: none */
+    ngx_str_t              *ssl_name;       /* of the backend's TLS */
     ngx_mail_xmpp_scram_t  *scram;          /* a SCRAM exchange */
 #endif
 } ngx_mail_xmpp_ctx_t;
@@ -482,6 +518,8 @@ ngx_int_t ngx_mail_xmpp_upstream_ssl_init(ngx_conf_t *cf,
 ngx_int_t ngx_mail_xmpp_upstream_ssl_start(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name,
     ngx_uint_t alpn, ngx_connection_handler_pt handler);
+ngx_int_t ngx_mail_xmpp_upstream_ssl_header(ngx_mail_session_t *s,
+    ngx_str_t *name, ngx_str_t *value);
 ngx_int_t ngx_mail_xmpp_upstream_ssl_verify(ngx_connection_t *c,
     ngx_mail_xmpp_srv_conf_t *xcf, ngx_str_t *name);
 ngx_int_t ngx_mail_xmpp_ssl_init(ngx_conf_t *cf,

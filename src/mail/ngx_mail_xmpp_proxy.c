@@ -18,12 +18,17 @@
  * the initial response, and wait for the result.  On <success/> the
  * session is handed to the generic proxy with the backend's <success/>
  * still in the buffer, so the client sees it and restarts its stream
- * directly with the backend.
+ * directly with the backend.  With xmpp_proxy_ssl (or auth_http's
+ * Auth-XMPP-Proxy-SSL) the stream is TLS from the first byte ("on"), or
+ * after <starttls/> on the backend's first features ("starttls"), before
+ * the login; a TLS step that fails ends the login, never in plain TCP.
  */
 
 
 static ngx_int_t ngx_mail_xmpp_proxy_send(ngx_mail_session_t *s,
     ngx_connection_t *c, ngx_str_t *line);
+static void ngx_mail_xmpp_proxy_login(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx);
 static ngx_int_t ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s,
     ngx_connection_t *c);
 static ngx_int_t ngx_mail_xmpp_proxy_auth(ngx_mail_session_t *s,
@@ -41,6 +46,10 @@ static ssize_t ngx_mail_xmpp_proxy_restart_recv(ngx_connection_t *c,
 static void ngx_mail_xmpp_proxy_release(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx);
 #if (NGX_MAIL_SSL)
+static ngx_uint_t ngx_mail_xmpp_proxy_ssl_mode(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx, ngx_mail_xmpp_srv_conf_t *xcf);
+static ngx_str_t *ngx_mail_xmpp_proxy_ssl_name(ngx_mail_session_t *s,
+    ngx_mail_xmpp_ctx_t *ctx, ngx_mail_xmpp_srv_conf_t *xcf);
 static ngx_int_t ngx_mail_xmpp_proxy_starttls(ngx_mail_session_t *s,
     ngx_mail_xmpp_ctx_t *ctx, ngx_connection_t *c);
 static void ngx_mail_xmpp_proxy_proceed(ngx_mail_session_t *s,
@@ -117,15 +126,16 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
 #endif
 
 #if (NGX_MAIL_SSL)
-    if (ctx->login_state == ngx_xmpp_proxy_start && ctx->out
-        && c->ssl == NULL && (ctx->direct & (1 << ctx->target)))
+    if (ctx->login_state == ngx_xmpp_proxy_start && c->ssl == NULL
+        && ngx_mail_xmpp_proxy_ssl_mode(s, ctx, xcf) == NGX_XMPP_PROXY_SSL_ON)
     {
-        /* a direct TLS target (XEP-0368): TLS first */
+        /* direct TLS (XEP-0368): TLS first */
 
         ctx->up_write = c->write->handler;
 
-        if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host, 1,
-                                             ngx_mail_xmpp_proxy_tls)
+        if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf,
+                                   ngx_mail_xmpp_proxy_ssl_name(s, ctx, xcf),
+                                   1, ngx_mail_xmpp_proxy_tls)
             == NGX_ERROR)
         {
             ngx_mail_xmpp_proxy_error(s);
@@ -227,7 +237,10 @@ ngx_mail_xmpp_proxy_handler(ngx_event_t *rev)
                 }
 
 #if (NGX_MAIL_SSL)
-                if (ctx->out && c->ssl == NULL && xcf->proxy_ssl) {
+                if (c->ssl == NULL
+                    && ngx_mail_xmpp_proxy_ssl_mode(s, ctx, xcf)
+                       == NGX_XMPP_PROXY_SSL_STARTTLS)
+                {
                     if (ngx_mail_xmpp_proxy_starttls(s, ctx, c) != NGX_OK) {
                         ngx_mail_xmpp_proxy_error(s);
                         return;
@@ -365,28 +378,10 @@ ngx_mail_xmpp_proxy_send(ngx_mail_session_t *s, ngx_connection_t *c,
 }
 
 
-static ngx_int_t
-ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s, ngx_connection_t *c)
+static void
+ngx_mail_xmpp_proxy_login(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx)
 {
-    u_char               *p, *at;
-    ngx_str_t             line, *from, *to;
-    ngx_uint_t            flags;
-    ngx_mail_xmpp_ctx_t  *ctx;
-
-    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
-
-    s->connection->log->action = "sending stream header to upstream";
-
-    if (ctx->server) {
-
-        /* on behalf of the remote: both domains are checked host names */
-
-        flags = NGX_XMPP_HEADER_SERVER;
-        from = ctx->s2s.remote.len ? &ctx->s2s.remote : NULL;
-        to = &ctx->host;
-
-        goto send;
-    }
+    u_char  *p, *at;
 
     /*
      * Auth-User (possibly rewritten by the auth server) is split at the
@@ -423,10 +418,36 @@ ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s, ngx_connection_t *c)
     l = ngx_mail_xmpp_log_value(lbuf, sizeof(lbuf), &ctx->localpart);
     d = ngx_mail_xmpp_log_value(dbuf, sizeof(dbuf), &ctx->domain);
 
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, c->log, 0,
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, s->connection->log, 0,
                    "mail proxy xmpp login \"%V\" to \"%V\"", &l, &d);
     }
 #endif
+}
+
+
+static ngx_int_t
+ngx_mail_xmpp_proxy_stream(ngx_mail_session_t *s, ngx_connection_t *c)
+{
+    ngx_str_t             line, *from, *to;
+    ngx_uint_t            flags;
+    ngx_mail_xmpp_ctx_t  *ctx;
+
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
+
+    s->connection->log->action = "sending stream header to upstream";
+
+    if (ctx->server) {
+
+        /* on behalf of the remote: both domains are checked host names */
+
+        flags = NGX_XMPP_HEADER_SERVER;
+        from = ctx->s2s.remote.len ? &ctx->s2s.remote : NULL;
+        to = &ctx->host;
+
+        goto send;
+    }
+
+    ngx_mail_xmpp_proxy_login(s, ctx);
 
     flags = 0;
     from = NULL;
@@ -556,6 +577,10 @@ ngx_mail_xmpp_proxy_failure(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
 
     ngx_close_connection(s->proxy->upstream.connection);
     s->proxy = NULL;
+
+#if (NGX_MAIL_SSL)
+    ctx->proxy_ssl = 0;     /* the next login's auth_http answer says */
+#endif
 
     /* the backend's own failure goes to the client, who may retry */
 
@@ -710,20 +735,70 @@ ngx_mail_xmpp_proxy_cleanup(void *data)
 
 #if (NGX_MAIL_SSL)
 
+static ngx_uint_t
+ngx_mail_xmpp_proxy_ssl_mode(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
+    ngx_mail_xmpp_srv_conf_t *xcf)
+{
+    /*
+     * an outgoing stream: direct TLS to the targets of _xmpps-server SRV
+     * records, STARTTLS to the others; a backend: auth_http's choice for
+     * this login, else xmpp_proxy_ssl
+     */
+
+    if (ctx->out) {
+        if (ctx->direct & (1 << ctx->target)) {
+            return NGX_XMPP_PROXY_SSL_ON;
+        }
+
+        return xcf->proxy_ssl ? NGX_XMPP_PROXY_SSL_STARTTLS
+                              : NGX_XMPP_PROXY_SSL_OFF;
+    }
+
+    return ctx->proxy_ssl ? ctx->proxy_ssl - 1 : xcf->proxy_ssl;
+}
+
+
+static ngx_str_t *
+ngx_mail_xmpp_proxy_ssl_name(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
+    ngx_mail_xmpp_srv_conf_t *xcf)
+{
+    /*
+     * the name the backend's certificate must have: xmpp_proxy_ssl_name,
+     * else the domain the stream is for (the user's, or the local domain
+     * of a server stream); a remote server's is always its domain
+     */
+
+    if (ctx->out || (ctx->server && xcf->proxy_ssl_name.len == 0)) {
+        return &ctx->host;
+    }
+
+    if (xcf->proxy_ssl_name.len) {
+        return &xcf->proxy_ssl_name;
+    }
+
+    ngx_mail_xmpp_proxy_login(s, ctx);
+
+    return &ctx->domain;
+}
+
+
 static ngx_int_t
 ngx_mail_xmpp_proxy_starttls(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
     ngx_connection_t *c)
 {
-    ngx_str_t   line;
-    ngx_buf_t  *b;
+    ngx_str_t                  line;
+    ngx_buf_t                 *b;
+    ngx_mail_xmpp_srv_conf_t  *xcf;
 
-    /* the remote server's features before TLS: STARTTLS, or nothing */
+    /* the upstream's features before TLS: STARTTLS, or nothing */
 
     b = s->proxy->buffer;
+    xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
 
     if (ngx_strnstr(b->start, NGX_XMPP_TLS_NS, b->pos - b->start) == NULL) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "upstream \"%V\" offered no STARTTLS", &ctx->host);
+                      "upstream \"%V\" offered no STARTTLS",
+                      ngx_mail_xmpp_proxy_ssl_name(s, ctx, xcf));
         return NGX_ERROR;
     }
 
@@ -760,8 +835,9 @@ ngx_mail_xmpp_proxy_proceed(ngx_mail_session_t *s, ngx_mail_xmpp_ctx_t *ctx,
 
     ctx->up_write = c->write->handler;
 
-    if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf, &ctx->host, 0,
-                                         ngx_mail_xmpp_proxy_tls)
+    if (ngx_mail_xmpp_upstream_ssl_start(s, c, xcf,
+                                   ngx_mail_xmpp_proxy_ssl_name(s, ctx, xcf),
+                                   0, ngx_mail_xmpp_proxy_tls)
         == NGX_ERROR)
     {
         ngx_mail_xmpp_proxy_error(s);
@@ -782,7 +858,7 @@ ngx_mail_xmpp_proxy_tls(ngx_connection_t *c)
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_xmpp_module);
     xcf = ngx_mail_get_module_srv_conf(s, ngx_mail_xmpp_module);
 
-    if (ngx_mail_xmpp_upstream_ssl_verify(c, xcf, &ctx->host) != NGX_OK) {
+    if (ngx_mail_xmpp_upstream_ssl_verify(c, xcf, ctx->ssl_name) != NGX_OK) {
         ngx_mail_xmpp_proxy_error(s);
         return;
     }

@@ -16,6 +16,9 @@ package XT::Ejabberd;
 #       nameserver => 'IP:PORT',  # the DNS server of ejabberd's resolver
 #                                 #    (inetrc), instead of resolv.conf
 #       resume_timeout => 60,     # mod_stream_mgmt (XEP-0198), always on
+#       tls      => 0 | 1,        # 1: the c2s port with starttls_required
+#                                 #    and a certificate for every domain
+#                                 #    ($e->cert: DIR/conf/tls.crt, .key)
 #       loglevel => 'info',       # info logs logins with their address
 #       extra    => "yaml appended to ejabberd.yml",
 #       timeout  => 30,
@@ -92,7 +95,7 @@ use File::Path qw(make_path);
 use Time::HiRes qw(sleep);
 
 use XT::Daemon;
-use XT::Nginx qw(free_port);
+use XT::Nginx qw(free_port make_cert);
 
 our @ISA = ('XT::Daemon');
 
@@ -126,6 +129,7 @@ sub new {
         s2s            => $o{s2s} ? 1 : 0,
         nameserver     => $o{nameserver},
         resume_timeout => $o{resume_timeout} // 60,
+        tls            => $o{tls} ? 1 : 0,
         loglevel       => $o{loglevel} // 'info',
         extra          => $o{extra} // '',
         timeout        => $o{timeout} // 30,
@@ -147,6 +151,8 @@ sub new {
     $self->{http_port} = $o{http_port};
 
     make_path("$dir/conf", "$dir/spool", "$dir/logs");
+    make_cert($self->cert, cn => $self->{domains}[0],
+        alt => $self->{domains}) if $self->{tls};
     $self->_write_config;
     my ($uid, $gid) = (getpwnam($USER))[2, 3];
     _chown_r($uid, $gid, $dir);
@@ -158,6 +164,7 @@ sub new {
 }
 
 sub pp_port { $_[0]{pp_port} }
+sub cert    { ("$_[0]{dir}/conf/tls.crt", "$_[0]{dir}/conf/tls.key") }
 sub s2s_pp_port { $_[0]{s2s_pp_port} }
 sub s2s_port { $_[0]{s2s_port} }
 sub node    { $_[0]{node} }
@@ -206,12 +213,13 @@ sub _write_config {
     my $d = $self->{dir};
     my $hosts = join '', map { "  - " . _yaml_str($_) . "\n" } @{ $self->{domains} };
 
+    my $starttls = $self->{tls} ? 'true' : 'false';
     my $listen = <<"EOF";
   -
     port: $self->{port}
     ip: "127.0.0.1"
     module: ejabberd_c2s
-    starttls_required: false
+    starttls_required: $starttls
     max_stanza_size: 262144
 EOF
     $listen .= <<"EOF" if $self->{proxy_protocol};
@@ -288,6 +296,8 @@ modules:
 $dialback  mod_stream_mgmt:
     resume_timeout: $self->{resume_timeout}
 EOF
+    $yml .= "certfiles:\n" . join('', map { "  - " . _yaml_str($_) . "\n" }
+        $self->cert) if $self->{tls};
     $yml .= "\n# extra\n$self->{extra}\n" if length $self->{extra};
 
     XT::Daemon::write_file("$d/conf/ejabberd.yml", $yml);

@@ -12,6 +12,10 @@ package XT::Interop;
 #                   # djabberd-fastmail: FastMail's fork)
 #       ejabberd => { proxy_protocol => 1 },    # more XT::Ejabberd options
 #       prosody  => { ... },                    # more XT::Prosody options
+#                   # (Prosody runs with tls => 1, its stock encryption
+#                   # settings, and nginx logs in to it with STARTTLS:
+#                   # auth_http's Auth-XMPP-Proxy-SSL; tls => 0 turns
+#                   # both off)
 #       djabberd => { ... },   # more XT::DJabberd options (both trees)
 #       users    => ['alice', 'bob'],    # on every backend, password "$u-pw"
 #       domains  => { prosody => ['a.test', ...], ... },  # default: one each
@@ -153,7 +157,8 @@ sub new {
         my @users = map { my $d = $_; map { [$_, $d, "$_-pw"] } @{ $self->{users} } } @doms;
         if ($b eq 'prosody') {
             $self->{prosody} = XT::Prosody->new(dir => "$dir/prosody",
-                domains => \@doms, users => \@users, %{ $o{prosody} // {} });
+                domains => \@doms, users => \@users, tls => 1,
+                %{ $o{prosody} // {} });
         } elsif ($b eq 'ejabberd') {
             $self->{ejabberd} = XT::Ejabberd->new(dir => "$dir/ejabberd",
                 domains => \@doms, users => \@users, %{ $o{ejabberd} // {} });
@@ -217,6 +222,26 @@ sub _conf {
     my ($scram_http, $scram_auth) = XT::XmppProxy::scram_auth_conf(\%scram);
     $http = "$scram_http\n$http";
 
+    # Prosody in its stock configuration (tls => 1, the default here):
+    # nginx logs in to it with STARTTLS, verified against its certificates
+    my ($tls_http, $tls_auth, $tls_mail) = ('', '', '');
+    if (my $p = $self->{prosody}) {
+        if ($p->{tls}) {
+            my $ca = $self->{t}->testdir . '/prosody-ca.crt';
+            XT::Daemon::write_file($ca, join '', map {
+                open(my $fh, '<', ($p->cert($_))[0]) or die "$_: $!\n";
+                local $/; <$fh> } @{ $self->{domains}{prosody} });
+            $tls_http = "    map \$xt_backend \$xt_proxy_ssl {\n"
+                . "        " . $p->port . "  starttls;\n"
+                . "        default  \"\";\n    }\n";
+            $tls_auth = "            add_header Auth-XMPP-Proxy-SSL"
+                . " \$xt_proxy_ssl;\n";
+            $tls_mail = "    xmpp_proxy_ssl_trusted_certificate $ca;\n";
+        }
+    }
+    $http = "$tls_http\n$http";
+    $scram_auth .= $tls_auth;
+
     return <<"EOF";
 %%TEST_GLOBALS%%
 
@@ -258,7 +283,7 @@ mail {
 
     ssl_certificate %%TESTDIR%%/xmpp.crt;
     ssl_certificate_key %%TESTDIR%%/xmpp.key;
-
+$tls_mail
     server {
         listen 127.0.0.1:%%PORT_5222%%;
         protocol xmpp;
