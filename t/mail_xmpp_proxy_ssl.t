@@ -152,7 +152,7 @@ EOF
 $t->gen_cert('xmpp', cn => 'example.com');
 $t->write_file_expand('nginx.conf', $conf);
 $t->run();
-$t->plan(31);
+$t->plan(32);
 
 my $port = $t->port(5222);
 
@@ -280,6 +280,30 @@ is(join(',', map { (split /\|/)[0] } @front[3 .. 5]), '.,.,.',
     'not with xmpp_proxy_ssl_session_reuse off');
 like($front[0], qr/\|CN=proxy\.test\|example\.com$/,
     'client certificate presented, SNI the user\'s domain');
+
+# "xmpp_proxy_ssl starttls" in the mail block is for the backends: an
+# xmpp-server-out server in the same block keeps its own default (on)
+
+my $t2 = XT::Nginx->new();
+$t2->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+
+events {
+}
+
+mail {
+    auth_http 127.0.0.1:%%PORT_8081%%/auth;
+    xmpp_proxy_ssl starttls;
+    xmpp_proxy_ssl_trusted_certificate $p_crt;
+
+    server {
+        listen 127.0.0.1:%%PORT_5269%%;
+        protocol xmpp-server-out;
+    }
+}
+EOF
+my ($rc, $o) = $t2->config_test;
+is($rc, 0, 'mail-level "starttls" with an xmpp-server-out server') or diag($o);
 
 ###############################################################################
 

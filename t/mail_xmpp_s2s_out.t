@@ -197,6 +197,9 @@ http {
 mail {
     auth_http 127.0.0.1:%%PORT_8081%%/auth;
 
+    # for the backends of other servers: the outgoing streams keep TLS
+    xmpp_proxy_ssl off;
+
     server {
         listen $nginx_ip:5269;
         protocol xmpp-server-out;

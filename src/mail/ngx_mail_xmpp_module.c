@@ -550,9 +550,20 @@ ngx_mail_xmpp_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
     out = (cscf->protocol == &ngx_mail_xmpp_server_out_protocol);
 
-    ngx_conf_merge_uint_value(conf->proxy_ssl, prev->proxy_ssl,
-                              out ? NGX_XMPP_PROXY_SSL_ON
-                                  : NGX_XMPP_PROXY_SSL_OFF);
+    /*
+     * the value of the mail block is for backends: an outgoing stream's
+     * TLS to the remote is on unless its own server block says "off"
+     */
+
+    if (out) {
+        if (conf->proxy_ssl == NGX_CONF_UNSET_UINT) {
+            conf->proxy_ssl = NGX_XMPP_PROXY_SSL_ON;
+        }
+
+    } else {
+        ngx_conf_merge_uint_value(conf->proxy_ssl, prev->proxy_ssl,
+                                  NGX_XMPP_PROXY_SSL_OFF);
+    }
     ngx_conf_merge_value(conf->proxy_ssl_verify, prev->proxy_ssl_verify, 1);
     ngx_conf_merge_uint_value(conf->proxy_ssl_verify_depth,
                               prev->proxy_ssl_verify_depth, 3);
