@@ -64,9 +64,11 @@ for my $b ('prosody', 'djabberd') {
             # to the backend, no nginx) to the session
             my $tok = XT::Interop::token();
             my $peer = $user eq 'alice' ? 'bob' : 'alice';
+            # (the suite's Prosody requires encryption, as in its stock
+            # configuration)
             my $direct = XT::XMPP->login(port => $srv{$b}->port,
                 domain => $dom, user => $peer, password => "$peer-pw",
-                resource => 'direct');
+                resource => 'direct', starttls => $b eq 'prosody');
             ok($direct, "$label: a client straight on $b")
                 or diag($XT::XMPP::ERROR);
             XT::Interop::peer_send($direct, "$jid/$res", "via $b $tok")

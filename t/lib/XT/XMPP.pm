@@ -440,18 +440,24 @@ sub auth_plain {
 }
 
 # XT::XMPP->login(port => P, domain => D, user => U, password => PW,
-#     resource => R, host => H): a session on a server's plain TCP port
-# (a backend's own, not nginx's): SASL PLAIN, the restart, resource
-# binding and available presence; {jid} is the bound JID.  undef on
-# failure, with the reason in $XT::XMPP::ERROR.
+#     resource => R, host => H, starttls => 0|1): a session on a server's
+# own port (a backend's, not nginx's): STARTTLS first with starttls => 1
+# (a server that requires encryption; its certificate is not checked),
+# SASL PLAIN, the restart, resource binding and available presence; {jid}
+# is the bound JID.  undef on failure, with the reason in
+# $XT::XMPP::ERROR.
 sub login {
     my ($class, %o) = @_;
     my $c = $class->new(port => $o{port}, host => $o{host}, timeout => 10)
         or return;
     my $fail = sub { $ERROR = "login $o{user}\@$o{domain}: $_[0]"; return };
-    $c->open_stream($o{domain});
-    $c->read_element;
-    $c->read_element;
+    if ($o{starttls}) {
+        $c->tls_stream($o{domain}) or return $fail->($c->error);
+    } else {
+        $c->open_stream($o{domain});
+        $c->read_element;
+        $c->read_element;
+    }
     $c->auth_plain($o{user}, $o{password});
     my $s = $c->read_element // 'EOF';
     return $fail->(show($s)) unless $s =~ /^<success\b/;
