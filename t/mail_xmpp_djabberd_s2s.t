@@ -25,7 +25,7 @@ use Test::More;
 use Time::HiRes qw(time);
 
 use XT::DJabberd;
-use XT::Nginx;
+use XT::Nginx qw(loopback_net);
 use XT::Prosody;
 use XT::XMPP;
 
@@ -40,36 +40,17 @@ for my $tree (map { $_->[0] } @TREES) {
 }
 
 my $td = $t->testdir;
-my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my $net = loopback_net(2, 3);
 my ($nginx_ip, $r_ip) = ("$net.2", "$net.3");
 
-for my $ip ($nginx_ip, $r_ip) {
-    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
-        Listen => 1);
-    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
-}
-
-sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
-
-mkdir "$td/r";
-write_file("$td/r/hosts", join('', map { "$nginx_ip $_->[1]\n" } @TREES));
-
-# a name server that is not there: SRV lookups fail at once
-write_file("$td/r/resolv.conf", "nameserver $net.9\n");
+# R finds each DJabberd domain at nginx; SRV lookups fail at once (a name
+# server that is not there)
 
 my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
     users => [['alice', 'r.test', 'alice-pw']],
-    extra => <<"EOF");
-modules_disabled = { }
-modules_enabled = {
-    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
-}
-s2s_ports = { 5269 }
-s2s_interfaces = { "$r_ip" }
-s2s_require_encryption = false
-s2s_secure_auth = false
-unbound = { hoststxt = "$td/r/hosts"; resolvconf = "$td/r/resolv.conf" }
-EOF
+    extra => XT::Prosody::s2s_extra(dir => "$td/r", ip => $r_ip,
+        hosts => [map { [$nginx_ip, $_->[1]] } @TREES],
+        nameserver => "$net.9"));
 
 my %d;
 for (@TREES) {

@@ -18,61 +18,37 @@ use MIME::Base64 qw(encode_base64);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
-use XT::Nginx qw(free_port);
+use XT::Nginx qw(free_port loopback_net);
 use XT::Prosody;
 use XT::XMPP;
 
 my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
 
 my $td = $t->testdir;
-my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my $net = loopback_net(2, 3);
 my ($nginx_ip, $r_ip) = ("$net.2", "$net.3");
 
-for my $ip ($nginx_ip, $r_ip) {
-    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
-        Listen => 1);
-    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
-}
-
-sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
-
-mkdir "$td/$_" for qw/r l/;
-write_file("$td/r/hosts", "$nginx_ip l.test\n");
-write_file("$td/l/hosts", "$r_ip r.test\n");
-
-# a name server that is not there: SRV lookups fail at once
-write_file("$td/$_/resolv.conf", "nameserver $net.9\n") for qw/r l/;
-
 my $l_s2s = free_port();
-
-sub s2s_extra {
-    my ($d, $port, $ip) = @_;
-    return <<"EOF";
-modules_disabled = { }
-modules_enabled = {
-    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
-}
-s2s_ports = { $port }
-s2s_interfaces = { "$ip" }
-s2s_require_encryption = false
-s2s_secure_auth = false
-unbound = { hoststxt = "$td/$d/hosts"; resolvconf = "$td/$d/resolv.conf" }
-EOF
-}
 
 # R's dialback secret is known, so that a scripted remote can present a
 # key that R, the authoritative server of r.test, confirms (XEP-0185)
 
 my $SECRET = 'xt-r-dialback-secret';
 
+# R finds l.test at nginx, L finds r.test at R; SRV lookups fail at once
+# (a name server that is not there)
+
 my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
     users => [['alice', 'r.test', 'alice-pw']],
-    extra => s2s_extra('r', 5269, $r_ip)
-        . "dialback_secret = \"$SECRET\"\n");
+    extra => XT::Prosody::s2s_extra(dir => "$td/r", ip => $r_ip,
+        hosts => [[$nginx_ip, 'l.test']], nameserver => "$net.9",
+        extra => "dialback_secret = \"$SECRET\""));
 
 my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
     users => [['bob', 'l.test', 'bob-pw']],
-    extra => s2s_extra('l', $l_s2s, '127.0.0.1'));
+    extra => XT::Prosody::s2s_extra(dir => "$td/l", ip => '127.0.0.1',
+        port => $l_s2s, hosts => [[$r_ip, 'r.test']],
+        nameserver => "$net.9"));
 
 $t->gen_cert('default', cn => 'nginx.test');
 $t->gen_cert('l', cn => 'l.test');

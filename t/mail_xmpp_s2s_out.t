@@ -32,24 +32,16 @@ use Test::More;
 
 use XT::Dnsmasq;
 use XT::FakeServer;
-use XT::Nginx qw(free_port make_cert);
+use XT::Nginx qw(free_port loopback_net make_cert);
 use XT::Prosody;
 use XT::XMPP;
 
 my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
 
 my $td = $t->testdir;
-my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my $net = loopback_net(2 .. 6);
 my ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip, $down_ip, $closed_ip)
     = map { "$net.$_" } 2, 3, 4, 5, 6, 7, 8;
-
-for my $ip ($nginx_ip, $r_ip, $l_ip, $x_ip, $n_ip) {
-    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
-        Listen => 1);
-    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
-}
-
-sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
 
 # a test CA, and certificates it signs: L's for l.test, R's for r.test,
 # X's (x.test's server) for another name
@@ -63,31 +55,14 @@ sub signed {
         ca => \@ca);
 }
 
-mkdir "$td/$_" for qw/r l x/;
-
-# every other domain resolves to nginx's outgoing listener; SRV lookups
-# fail at once (a name server that is not there)
-
-for my $d (qw/r l x/) {
-    write_file("$td/$d/hosts", join '', map { "$nginx_ip $_.test\n" }
-        grep { $_ ne $d } qw/r l x/);
-    write_file("$td/$d/resolv.conf", "nameserver $net.9\n");
-}
+# for r, l and x: every other domain resolves to nginx's outgoing listener;
+# SRV lookups fail at once (a name server that is not there)
 
 sub s2s_extra {
-    my ($d, $ip, $more) = @_;
-    return <<"EOF";
-modules_disabled = { }
-modules_enabled = {
-    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
-}
-s2s_ports = { 5269 }
-s2s_interfaces = { "$ip" }
-s2s_require_encryption = false
-s2s_secure_auth = false
-unbound = { hoststxt = "$td/$d/hosts"; resolvconf = "$td/$d/resolv.conf" }
-${\ ($more // '')}
-EOF
+    my ($d, $ip, %o) = @_;
+    return XT::Prosody::s2s_extra(dir => "$td/$d", ip => $ip,
+        hosts => [map { [$nginx_ip, "$_.test"] } grep { $_ ne $d } qw/r l x/],
+        nameserver => "$net.9", %o);
 }
 
 signed("$td/r/prosody", 'r.test', 'r.test');
@@ -107,8 +82,9 @@ my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
 
 my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
     users => [['bob', 'l.test', 'bob-pw']],
-    extra => s2s_extra('l', $l_ip, "s2s_direct_tls_ports = { 5270 }\n"
-        . "s2s_direct_tls_interfaces = { \"$l_ip\" }"));
+    extra => s2s_extra('l', $l_ip,
+        extra => "s2s_direct_tls_ports = { 5270 }\n"
+            . "s2s_direct_tls_interfaces = { \"$l_ip\" }"));
 
 my $x = XT::Prosody->new(dir => "$td/x/prosody", domains => ['x.test'],
     users => [['carol', 'x.test', 'carol-pw']],
@@ -116,11 +92,9 @@ my $x = XT::Prosody->new(dir => "$td/x/prosody", domains => ['x.test'],
 
 # n.test's server offers no STARTTLS (no "tls" module)
 
-mkdir "$td/n";
-write_file("$td/n/hosts", "$nginx_ip r.test\n");
-write_file("$td/n/resolv.conf", "nameserver $net.9\n");
 my $n = XT::Prosody->new(dir => "$td/n/prosody", domains => ['n.test'],
-    extra => s2s_extra('n', $n_ip) =~ s/"tls"; //r);
+    extra => s2s_extra('n', $n_ip, hosts => [[$nginx_ip, 'r.test']],
+        tls => 0));
 
 # the misbehaving remote: what it does depends on the stream's "to"
 

@@ -23,7 +23,7 @@ use File::Path qw(make_path);
 use Test::More;
 
 use XT::DJabberd;
-use XT::Nginx qw(make_cert);
+use XT::Nginx qw(loopback_net make_cert);
 use XT::Prosody;
 use XT::XMPP;
 
@@ -34,16 +34,8 @@ if (my $why = XT::DJabberd::available('upstream')) {
 }
 
 my $td = $t->testdir;
-my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my $net = loopback_net(2, 4, 6);
 my ($nginx_ip, $l_ip, $d_ip) = map { "$net.$_" } 2, 4, 6;
-
-for my $ip ($nginx_ip, $l_ip, $d_ip) {
-    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
-        Listen => 1);
-    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
-}
-
-sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
 
 # a test CA and L's certificate for l.test
 
@@ -52,24 +44,13 @@ make_path("$td/l/prosody/certs");
 make_cert("$td/l/prosody/certs/l.test.crt", "$td/l/prosody/certs/l.test.key",
     cn => 'l.test', ca => \@ca);
 
-# L finds d.test's server directly (its dialback check of DJabberd's key)
-
-write_file("$td/l/hosts", "$d_ip d.test\n");
-write_file("$td/l/resolv.conf", "nameserver $net.9\n");
+# L finds d.test's server directly (its dialback check of DJabberd's key);
+# SRV lookups fail at once (a name server that is not there)
 
 my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
     users => [['bob', 'l.test', 'bob-pw']],
-    extra => <<"EOF");
-modules_disabled = { }
-modules_enabled = {
-    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
-}
-s2s_ports = { 5269 }
-s2s_interfaces = { "$l_ip" }
-s2s_require_encryption = false
-s2s_secure_auth = false
-unbound = { hoststxt = "$td/l/hosts"; resolvconf = "$td/l/resolv.conf" }
-EOF
+    extra => XT::Prosody::s2s_extra(dir => "$td/l", ip => $l_ip,
+        hosts => [[$d_ip, 'd.test']], nameserver => "$net.9"));
 
 my $d = XT::DJabberd->new(dir => "$td/djabberd", tree => 'upstream',
     domains => ['d.test'], users => [['alice', 'd.test', 'alice-pw']],

@@ -36,7 +36,7 @@ use Test::More;
 
 use XT::Dnsmasq;
 use XT::Ejabberd;
-use XT::Nginx qw(make_cert);
+use XT::Nginx qw(loopback_net make_cert);
 use XT::Prosody;
 use XT::XMPP;
 
@@ -50,16 +50,8 @@ if (my $why = XT::Dnsmasq::available()) {
 }
 
 my $td = $t->testdir;
-my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+my $net = loopback_net(2, 3, 5);
 my ($in_ip, $r_ip, $out_ip) = map { "$net.$_" } 2, 3, 5;
-
-for my $ip ($in_ip, $r_ip, $out_ip) {
-    my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
-        Listen => 1);
-    plan(skip_all => "cannot listen on $ip:5269: $!") unless $s;
-}
-
-sub write_file { open(my $fh, '>', $_[0]) or die $!; print $fh $_[1]; }
 
 # the test CA; R's certificate for r.test, nginx's for e.test
 
@@ -85,23 +77,11 @@ my $edns = XT::Dnsmasq->new(dir => "$td/edns", domains => ['test'],
 # R: e.test is nginx's incoming listener; SRV lookups fail at once (a name
 # server that is not there); the CA is trusted
 
-write_file("$td/r/hosts", "$in_ip e.test\n");
-write_file("$td/r/resolv.conf", "nameserver $net.9\n");
-
 my $r = XT::Prosody->new(dir => "$td/r/prosody", domains => ['r.test'],
     users => [['bob', 'r.test', 'bob-pw']],
-    extra => <<"EOF");
-modules_disabled = { }
-modules_enabled = {
-    "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "dialback";
-}
-s2s_ports = { 5269 }
-s2s_interfaces = { "$r_ip" }
-s2s_require_encryption = false
-s2s_secure_auth = false
-ssl = { cafile = "$td/ca.crt" }
-unbound = { hoststxt = "$td/r/hosts"; resolvconf = "$td/r/resolv.conf" }
-EOF
+    extra => XT::Prosody::s2s_extra(dir => "$td/r", ip => $r_ip,
+        hosts => [[$in_ip, 'e.test']], nameserver => "$net.9",
+        extra => "ssl = { cafile = \"$td/ca.crt\" }"));
 
 my $e = XT::Ejabberd->new(dir => "$td/ejabberd", domains => ['e.test'],
     users => [['alice', 'e.test', 'alice-pw']],

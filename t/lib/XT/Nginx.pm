@@ -66,7 +66,7 @@ package XT::Nginx;
 #       plan($n)  ignore_log(qr//)  log_problems  check_logs  done_testing
 #     Functions (exportable): free_port()  wait_for_port($port, $timeout,
 #       $host, $alive_cb)  make_cert($crt, $key, %opts: cn, alt, days, ca)
-#       repo_root()
+#       repo_root()  loopback_net(@n)
 #
 # * Sanitizer builds: unless set already, nginx gets ASAN_OPTIONS with leak
 #   checks on, and UBSAN_OPTIONS/LSAN_OPTIONS with auto/ubsan.supp and
@@ -96,7 +96,7 @@ use Socket qw(SOL_SOCKET SO_REUSEADDR);
 use Time::HiRes qw(sleep time);
 
 use Exporter qw(import);
-our @EXPORT_OK = qw(free_port wait_for_port make_cert repo_root);
+our @EXPORT_OK = qw(free_port wait_for_port make_cert repo_root loopback_net);
 
 my $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../../..');
 
@@ -143,6 +143,22 @@ sub free_port {
         return $port;
     }
     die "XT::Nginx: no free port found\n";
+}
+
+# loopback_net(@n): a random loopback prefix "127.X.Y" (a /24 of its own,
+# for tests that need the fixed s2s port 5269 on several addresses) after
+# checking that "127.X.Y.N" can listen on port 5269 for each N given; the
+# test is skipped (plan skip_all, with the reason) when one cannot.
+sub loopback_net {
+    my (@n) = @_;
+    my $net = sprintf('127.%d.%d', 1 + int(rand(250)), 1 + int(rand(250)));
+    for my $ip (map { "$net.$_" } @n) {
+        my $s = IO::Socket::INET->new(LocalAddr => "$ip:5269", ReuseAddr => 1,
+            Listen => 1);
+        Test::More::plan(skip_all => "cannot listen on $ip:5269: $!")
+            unless $s;
+    }
+    return $net;
 }
 
 # wait_for_port($port, $timeout, $host, $alive): true once a TCP connect to

@@ -23,6 +23,21 @@ package XT::Prosody;
 # negotiated.  No s2s, http or component ports are opened: c2s (and the
 # direct TLS port when asked) on 127.0.0.1 only.
 #
+# For s2s tests (dialback on a loopback address of XT::Nginx's
+# loopback_net), the Lua lines for extra and the files they name:
+#
+#   extra => XT::Prosody::s2s_extra(
+#       dir        => D,            # writes D/hosts and D/resolv.conf
+#       ip         => IP,           # s2s_interfaces
+#       port       => 5269,         # s2s_ports (the default)
+#       hosts      => [[IP, NAME], ...],   # libunbound's hoststxt
+#       nameserver => IP,           # resolvconf: one nobody answers makes
+#                                   # SRV lookups fail at once
+#       require_encryption => 0 | 1,       # s2s_require_encryption
+#       tls        => 1 | 0,        # 0: no "tls" module (no STARTTLS)
+#       extra      => "more lua lines",
+#   )
+#
 # Never run "prosody --version": it starts the system Prosody.
 
 use strict;
@@ -153,6 +168,42 @@ EOF
     open(my $fh, '>', $self->config_file) or die "XT::Prosody: write config: $!\n";
     print $fh $cfg;
     close $fh;
+}
+
+# s2s_extra(%o): see the header
+sub s2s_extra {
+    my (%o) = @_;
+    my $d = $o{dir} or die "XT::Prosody::s2s_extra: dir is required\n";
+    my $ns = $o{nameserver}
+        or die "XT::Prosody::s2s_extra: nameserver is required\n";
+    my $port = $o{port} // 5269;
+    my $enc = $o{require_encryption} ? 'true' : 'false';
+    my @mods = ('roster', 'saslauth', (($o{tls} // 1) ? 'tls' : ()),
+        'disco', 'ping', 'posix', 'dialback');
+    my $extra = $o{extra} // '';
+    $extra .= "\n" if length $extra && $extra !~ /\n\z/;
+
+    make_path($d);
+    for ([hosts => join('', map { "$_->[0] $_->[1]\n" } @{ $o{hosts} // [] })],
+        ['resolv.conf' => "nameserver $ns\n"])
+    {
+        open(my $fh, '>', "$d/$_->[0]")
+            or die "XT::Prosody::s2s_extra: write $d/$_->[0]: $!\n";
+        print $fh $_->[1];
+        close $fh;
+    }
+
+    return <<"EOF" . $extra;
+modules_disabled = { }
+modules_enabled = {
+    ${\ join(' ', map { "\"$_\";" } @mods)}
+}
+s2s_ports = { $port }
+s2s_interfaces = { "$o{ip}" }
+s2s_require_encryption = $enc
+s2s_secure_auth = false
+unbound = { hoststxt = "$d/hosts"; resolvconf = "$d/resolv.conf" }
+EOF
 }
 
 # register($user, $domain, $pass): creates (or overwrites) an account with
