@@ -12,7 +12,11 @@
 # asks for TLS per login (Auth-XMPP-Proxy-SSL).  The client certificate and
 # the session reuse are shown by the TLS server in front of a Prosody: that
 # one is nginx's own stream module (ssl_verify_client, $ssl_session_reused
-# in its access log), as Prosody logs neither.
+# in its access log), as Prosody logs neither.  The bound of the session
+# cache, by the same server: logins of users of more distinct domains (the
+# TLS name) than the cache holds (NGX_MAIL_XMPP_SSL_SESSIONS, read from
+# the C header) evict the least recently used name's session (its next
+# handshake is a full one), not a name used again since.
 
 use strict;
 use warnings;
@@ -84,6 +88,8 @@ my %mode = (
                   . "        xmpp_proxy_ssl_certificate_key $td/proxy.key;",
     noreuse    => "xmpp_proxy_ssl on;\n"
                   . "        xmpp_proxy_ssl_session_reuse off;",
+    evict      => "xmpp_proxy_ssl on;\n"
+                  . "        xmpp_proxy_ssl_verify off;",
     header     => "",
 );
 
@@ -115,6 +121,7 @@ my $conf = XT::XmppProxy::conf(
         nostarttls  $q_port;
         front       %%PORT_8200%%;
         noreuse     %%PORT_8200%%;
+        evict       %%PORT_8200%%;
         default     $p_port;
     }
 
@@ -152,7 +159,7 @@ EOF
 $t->gen_cert('xmpp', cn => 'example.com');
 $t->write_file_expand('nginx.conf', $conf);
 $t->run();
-$t->plan(32);
+$t->plan(38);
 
 my $port = $t->port(5222);
 
@@ -272,7 +279,7 @@ for my $m (qw/front noreuse/) {
     }
 }
 
-my @front = grep { !/^\.\|-\|-$/ } split /\n/, wait_front($t, 7);
+my @front = wait_front($t, 6);
 is(scalar @front, 6, 'six TLS connections to the front server');
 is(join(',', map { (split /\|/)[0] } @front[0 .. 2]), '.,r,r',
     'session reused by the next logins');
@@ -280,6 +287,24 @@ is(join(',', map { (split /\|/)[0] } @front[3 .. 5]), '.,.,.',
     'not with xmpp_proxy_ssl_session_reuse off');
 like($front[0], qr/\|CN=proxy\.test\|example\.com$/,
     'client certificate presented, SNI the user\'s domain');
+
+# the bound of the session cache: one session per backend address and TLS
+# name, the user's domain here, that of the client's stream (the front's
+# certificate names none of them, hence no verification); the logins
+# themselves fail at the backend, which serves example.com only; the
+# cache is per worker, the harness runs one
+
+my $sessions = cache_size();
+my @d = map { "d$_.test" } 0 .. $sessions;
+
+evict_login($d[$_]) for 0 .. $sessions - 1;
+is(evict_login($d[0]), 'r', "$sessions names: the first one's session kept");
+is(evict_login($d[$sessions]), '.', 'one name more: a full handshake');
+is(evict_login($d[1]), '.', 'the least recently used name evicted');
+is(evict_login($d[0]), 'r', 'a name used since kept');
+is(evict_login($d[$sessions]), 'r', 'the newest name kept');
+is(scalar(grep { $_ eq 'r' } map { evict_login($_) } @d[3 .. $sessions]),
+    $sessions - 2, 'the others kept');
 
 # "xmpp_proxy_ssl starttls" in the mail block is for the backends: an
 # xmpp-server-out server in the same block keeps its own default (on)
@@ -324,13 +349,45 @@ sub wait_log {
     return undef;
 }
 
+# the front server's log lines of TLS connections (not the harness's port
+# probe), once there are $lines of them
+
 sub wait_front {
     my ($t, $lines) = @_;
-    my $log = '';
+    my @l;
     for (1 .. 100) {
-        $log = eval { $t->read_file('front.log') } // '';
-        last if ($log =~ tr/\n//) >= $lines;
+        @l = grep { !/^\.\|-\|-$/ } split /\n/,
+            eval { $t->read_file('front.log') } // '';
+        last if @l >= $lines;
         select undef, undef, undef, 0.1;
     }
-    return $log;
+    return @l;
+}
+
+# a login of a user of that domain through the "evict" server, one at a
+# time (its front log line awaited): 'r' if its handshake resumed a
+# session, '.' if not
+
+sub evict_login {
+    my ($domain) = @_;
+    my $c = tls_stream($t->port($port{evict}), $domain);
+    $c->auth_plain('alice', 'alice-pw');
+    $c->read_element;
+    $c->close;
+    @front = wait_front($t, @front + 1);
+    my ($reused, undef, $sni) = split /\|/, $front[-1] // '';
+    return "no front log line for $domain" unless defined $sni;
+    return "SNI $sni for $domain" unless $sni eq $domain;
+    return $reused;
+}
+
+# the number of sessions a server block keeps, from the C header
+
+sub cache_size {
+    my $h = "$FindBin::Bin/../src/mail/ngx_mail_xmpp_module.h";
+    open my $fh, '<', $h or die "$h: $!";
+    local $/;
+    my ($n) = <$fh> =~ /^#define\s+NGX_MAIL_XMPP_SSL_SESSIONS\s+(\d+)/m
+        or die "no NGX_MAIL_XMPP_SSL_SESSIONS in $h";
+    return $n;
 }
