@@ -90,6 +90,9 @@ my %mode = (
                   . "        xmpp_proxy_ssl_session_reuse off;",
     evict      => "xmpp_proxy_ssl on;\n"
                   . "        xmpp_proxy_ssl_verify off;",
+    evict12    => "xmpp_proxy_ssl on;\n"
+                  . "        xmpp_proxy_ssl_verify off;\n"
+                  . "        xmpp_proxy_ssl_protocols TLSv1.2;",
     header     => "",
 );
 
@@ -122,6 +125,7 @@ my $conf = XT::XmppProxy::conf(
         front       %%PORT_8200%%;
         noreuse     %%PORT_8200%%;
         evict       %%PORT_8200%%;
+        evict12     %%PORT_8200%%;
         default     $p_port;
     }
 
@@ -159,7 +163,7 @@ EOF
 $t->gen_cert('xmpp', cn => 'example.com');
 $t->write_file_expand('nginx.conf', $conf);
 $t->run();
-$t->plan(38);
+$t->plan(44);
 
 my $port = $t->port(5222);
 
@@ -292,19 +296,27 @@ like($front[0], qr/\|CN=proxy\.test\|example\.com$/,
 # name, the user's domain here, that of the client's stream (the front's
 # certificate names none of them, hence no verification); the logins
 # themselves fail at the backend, which serves example.com only; the
-# cache is per worker, the harness runs one
+# cache is per worker, the harness runs one.  With TLS 1.3 a resumed
+# handshake brings a new ticket, which is saved; with TLS 1.2 a resumed
+# session brings none, and the use alone must keep it from being evicted
 
 my $sessions = cache_size();
 my @d = map { "d$_.test" } 0 .. $sessions;
 
-evict_login($d[$_]) for 0 .. $sessions - 1;
-is(evict_login($d[0]), 'r', "$sessions names: the first one's session kept");
-is(evict_login($d[$sessions]), '.', 'one name more: a full handshake');
-is(evict_login($d[1]), '.', 'the least recently used name evicted');
-is(evict_login($d[0]), 'r', 'a name used since kept');
-is(evict_login($d[$sessions]), 'r', 'the newest name kept');
-is(scalar(grep { $_ eq 'r' } map { evict_login($_) } @d[3 .. $sessions]),
-    $sessions - 2, 'the others kept');
+for my $m (['evict', 'TLS 1.3'], ['evict12', 'TLS 1.2']) {
+    my ($mode, $v) = @$m;
+    evict_login($mode, $d[$_]) for 0 .. $sessions - 1;
+    is(evict_login($mode, $d[0]), 'r',
+        "$v, $sessions names: the first one's session kept");
+    is(evict_login($mode, $d[$sessions]), '.',
+        "$v, one name more: a full handshake");
+    is(evict_login($mode, $d[1]), '.',
+        "$v: the least recently used name evicted");
+    is(evict_login($mode, $d[0]), 'r', "$v: a name used since kept");
+    is(evict_login($mode, $d[$sessions]), 'r', "$v: the newest name kept");
+    is(scalar(grep { $_ eq 'r' } map { evict_login($mode, $_) }
+        @d[3 .. $sessions]), $sessions - 2, "$v: the others kept");
+}
 
 # "xmpp_proxy_ssl starttls" in the mail block is for the backends: an
 # xmpp-server-out server in the same block keeps its own default (on)
@@ -364,13 +376,13 @@ sub wait_front {
     return @l;
 }
 
-# a login of a user of that domain through the "evict" server, one at a
+# a login of a user of that domain through an "evict" server, one at a
 # time (its front log line awaited): 'r' if its handshake resumed a
 # session, '.' if not
 
 sub evict_login {
-    my ($domain) = @_;
-    my $c = tls_stream($t->port($port{evict}), $domain);
+    my ($mode, $domain) = @_;
+    my $c = tls_stream($t->port($port{$mode}), $domain);
     $c->auth_plain('alice', 'alice-pw');
     $c->read_element;
     $c->close;

@@ -376,6 +376,11 @@ ngx_mail_xmpp_upstream_ssl_find(ngx_mail_xmpp_ssl_sessions_t *cache,
                                 peer->sockaddr, peer->socklen, 1)
                == NGX_OK)
         {
+            /* the most recently used now, also if no new session comes */
+
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(&cache->used, q);
+
             return ss;
         }
     }
