@@ -135,6 +135,9 @@ http {
 mail {
     auth_http 127.0.0.1:%%PORT_8081%%/auth;
 
+    # nginx 1.22 leaves TLS 1.3 out of its default
+    ssl_protocols TLSv1.2 TLSv1.3;
+
     server {
         listen $in_ip:5269;
         protocol xmpp-server;
