@@ -60,7 +60,9 @@ sub exchange {
     my $first = decode_base64($1);
     my ($r, $s, $i) = $first =~ /^r=([^,]+),s=([^,]+),i=(\d+)$/
         or return ("bad server-first: $first", 0);
-    $r = substr($r, 0, -1) . 'X' if $o{tamper_nonce};
+    # another last character (the nonce may end with either)
+    $r = substr($r, 0, -1) . (substr($r, -1) eq 'X' ? 'Y' : 'X')
+        if $o{tamper_nonce};
     my $cbdata = $o{cbdata}
         // ($gs2 =~ /^p=/ ? cb_data($c, $o{data_type} // $cb) : '');
     $cbdata ^= "\1" if $o{tamper_cb};
