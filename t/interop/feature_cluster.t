@@ -136,7 +136,8 @@ ok(chat($b, $a, 'from node 2'), 'node 2 -> node 1, nginx B -> nginx A');
 # node 1 goes down: the stream error through nginx, then the close
 my $t0 = time();
 $node[0]->stop(graceful => 1);
-ok(!$node[0]->alive, 'node 1 stopped');
+ok(!$node[0]->alive && !$node[0]->killed,
+    'node 1 stopped (shut down by itself, not killed)');
 my $err = $a->read_until(qr{</stream:error>}, 20) // '';
 like($err, qr{^<stream:error><reset xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>$},
     'alice: stream error <reset/>')

@@ -46,8 +46,9 @@ package XT::Daemon;
 # pid, owner (the test's pid: only that process stops the server),
 # exit_status and log_start.
 #
-# Methods: start, stop(%o), restart, alive (the child still runs), pid,
-# port, host, dir, log (the whole log so far).
+# Methods: start, stop(%o), restart, alive (the child still runs), killed
+# (the last stop needed SIGKILL), pid, port, host, dir, log (the whole log
+# so far).
 # Functions: exit_on_signals(), run_quiet(@cmd) -> (exit code, output),
 # write_file($path, $data), tail($file) -> its last 20 lines.
 
@@ -177,6 +178,7 @@ sub stop {
     while ($self->alive && time() < $end) {
         sleep 0.02;
     }
+    $self->{killed} = $self->{pid} && $sig ne 'KILL' ? 1 : 0;
     if ($self->{pid}) {
         kill 'KILL', $self->stop_pids;
         kill 'KILL', -$pid if $self->{process_group};
@@ -185,6 +187,10 @@ sub stop {
     }
     return $self;
 }
+
+# killed(): true if the last stop() had to use SIGKILL after its signal
+# (the server did not exit in time)
+sub killed { $_[0]{killed} }
 
 sub restart {
     my ($self) = @_;

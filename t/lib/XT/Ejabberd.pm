@@ -450,10 +450,11 @@ sub list_cluster {
 # group (sh/ejabberdctl): fast, the spool is thrown away anyway.  The VM is
 # killed first so that ejabberdctl, its parent, reaps it (no zombie is
 # left to an init that does not reap).
-# stop(graceful => 1): SIGTERM first (the VM shuts down cleanly, ~2 s).
+# stop(graceful => 1): SIGTERM first (the VM shuts down cleanly, ~2 s,
+# longer on a loaded machine; SIGKILL after 30 s, killed() then says so).
 sub stop_signal {
     my ($self, %o) = @_;
-    return $o{graceful} ? ('TERM', 10) : ('KILL', 3);
+    return $o{graceful} ? ('TERM', 30) : ('KILL', 3);
 }
 
 sub stop_pids { _children($_[0]{pid}) }
