@@ -107,14 +107,10 @@ my $bob = XT::XMPP->login(port => $l->port, domain => 'l.test',
     user => 'bob', password => 'bob-pw');
 ok($alice && $bob, 'both users logged in to their servers');
 
-$alice->send("<message to='bob\@l.test' type='chat' id='m1'>"
-    . "<body>hello from r</body></message>");
-like($bob->read_until(qr{<body>hello from r</body>}, 20) // '',
+like($alice->chat($bob, "bob\@l.test", "hello from r"),
     qr/from=.alice\@r\.test/, 'message r.test -> l.test through nginx');
 
-$bob->send("<message to='alice\@r.test' type='chat' id='m2'>"
-    . "<body>hello from l</body></message>");
-like($alice->read_until(qr{<body>hello from l</body>}, 20) // '',
+like($bob->chat($alice, "alice\@r.test", "hello from l"),
     qr/from=.bob\@l\.test/, 'message l.test -> r.test');
 
 # L's side: the stream from nginx did STARTTLS, then dialback on it

@@ -101,9 +101,7 @@ my $bob = XT::XMPP->login(port => $l->port, domain => 'l.test',
     user => 'bob', password => 'bob-pw');
 ok($alice && $bob, 'alice on DJabberd, bob on Prosody');
 
-$alice->send("<message to='bob\@l.test' type='chat' id='m1'>"
-    . "<body>hello from djabberd</body></message>");
-like($bob->read_until(qr{<body>hello from djabberd</body>}, 20) // '',
+like($alice->chat($bob, "bob\@l.test", "hello from djabberd"),
     qr/from=.alice\@d\.test/, 'message d.test -> l.test through nginx');
 
 like($t->read_file('auth.log'), qr/^(?:xmpp-server-out\|\|l\.test\n)+\z/,

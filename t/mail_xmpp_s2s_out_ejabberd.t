@@ -166,14 +166,10 @@ my $bob = XT::XMPP->login(port => $r->port, domain => 'r.test',
     user => 'bob', password => 'bob-pw');
 ok($alice && $bob, 'alice on ejabberd, bob on Prosody');
 
-$alice->send("<message to='bob\@r.test' type='chat' id='m1'>"
-    . "<body>hello from ejabberd</body></message>");
-like($bob->read_until(qr{<body>hello from ejabberd</body>}, 30) // '',
+like($alice->chat($bob, "bob\@r.test", "hello from ejabberd", 30),
     qr/from=.alice\@e\.test/, 'message e.test -> r.test through nginx');
 
-$bob->send("<message to='alice\@e.test' type='chat' id='m2'>"
-    . "<body>hello from prosody</body></message>");
-like($alice->read_until(qr{<body>hello from prosody</body>}, 30) // '',
+like($bob->chat($alice, "alice\@e.test", "hello from prosody", 30),
     qr/from=.bob\@r\.test/, 'message r.test -> e.test through nginx');
 
 # auth_http: E's stream out (plain TCP: no TLS protocol), R's stream in

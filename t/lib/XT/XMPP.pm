@@ -29,6 +29,8 @@ package XT::XMPP;
 #   stream_header                           the last one read
 #   open_stream($to, %attrs)  auth_plain($user, $pass[, $authzid])
 #   XT::XMPP->login(...)      a bound session on a backend's own port
+#   chat($peer, $jid, $body[, $timeout])   a message to $jid, as $peer
+#                                           received it
 #   socket  buffer (bytes received, not yet returned)  error  is_ssl  close
 # and the function XT::XMPP::show($bytes) for diagnostics.  Set
 # $c->{timeout} to change the default timeout; methods that wait also take
@@ -472,6 +474,17 @@ sub login {
     $c->{jid} = $1;
     $c->send('<presence/>');
     return $c;
+}
+
+# $c->chat($peer, $jid, $body[, $timeout]): sends a chat message with
+# that body from $c to $jid and returns what $peer (the session of $jid)
+# read up to the body, '' if it did not come within $timeout (20 s).
+sub chat {
+    my ($self, $peer, $jid, $body, $timeout) = @_;
+    $self->send("<message to='$jid' type='chat' id='c" . ++$self->{chats}
+        . "'><body>$body</body></message>");
+    return $peer->read_until(qr{<body>\Q$body\E</body>}, $timeout // 20)
+        // '';
 }
 
 sub DESTROY {
