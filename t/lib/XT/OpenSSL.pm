@@ -26,7 +26,7 @@ sub s_client {
     if ($pid == 0) {
         open STDIN, '<', '/dev/null';
         open STDERR, '>&', \*STDOUT;
-        exec 'timeout', '10', 'openssl', 's_client', @args;
+        { exec 'timeout', '10', 'openssl', 's_client', @args; }
         POSIX::_exit(127);
     }
     local $/;
