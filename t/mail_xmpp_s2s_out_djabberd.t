@@ -2,8 +2,9 @@
 
 # Outgoing server-to-server from DJabberd through nginx: upstream DJabberd
 # (d.test), whose own TLS stack has no TLS 1.2 or ECDHE, sends its s2s
-# streams to nginx's xmpp-server-out listener (its peer for l.test, set
-# with XT::DJabberd's s2s_peers) in plain TCP; nginx does STARTTLS with a
+# streams to nginx's xmpp-server-out listener in plain TCP: its resolver
+# asks its own DNS (a dnsmasq), where the SRV record of every remote
+# domain names nginx, as an operator would set it up; nginx does STARTTLS with a
 # real Prosody L (l.test), verifies L's certificate, and relays.  L checks
 # DJabberd's dialback key with d.test's server (DJabberd's ServerPort)
 # and accepts the stream: a message from a DJabberd user reaches the
@@ -23,6 +24,7 @@ use File::Path qw(make_path);
 use Test::More;
 
 use XT::DJabberd;
+use XT::Dnsmasq;
 use XT::Nginx qw(loopback_net make_cert);
 use XT::Prosody;
 use XT::XMPP;
@@ -31,6 +33,9 @@ my $t = XT::Nginx->new()->has(qw/mail mail_ssl xmpp http/);
 
 if (my $why = XT::DJabberd::available('upstream')) {
     plan(skip_all => "DJabberd: $why");
+}
+if (my $why = XT::Dnsmasq::available()) {
+    plan(skip_all => "dnsmasq: $why");
 }
 
 my $td = $t->testdir;
@@ -52,10 +57,16 @@ my $l = XT::Prosody->new(dir => "$td/l/prosody", domains => ['l.test'],
     extra => XT::Prosody::s2s_extra(dir => "$td/l", ip => $l_ip,
         hosts => [[$d_ip, 'd.test']], nameserver => "$net.9"));
 
+# D's DNS: l.test's server is nginx's outgoing listener
+
+my $dns = XT::Dnsmasq->new(dir => "$td/dns", domains => ['test'],
+    a => { 'out.test' => $nginx_ip },
+    srv => [['_xmpp-server._tcp.l.test', 'out.test', 5269, 0, 0]]);
+
 my $d = XT::DJabberd->new(dir => "$td/djabberd", tree => 'upstream',
     domains => ['d.test'], users => [['alice', 'd.test', 'alice-pw']],
     s2s => 1, s2s_host => $d_ip, s2s_port => 5269,
-    s2s_peers => { 'l.test' => "$nginx_ip:5269" });
+    nameserver => '127.0.0.1:' . $dns->port);
 
 $t->write_file_expand('nginx.conf', <<"EOF");
 %%TEST_GLOBALS%%
@@ -91,7 +102,7 @@ mail {
 }
 EOF
 $t->run();
-$t->plan(6);
+$t->plan(7);
 
 ###############################################################################
 
@@ -106,6 +117,8 @@ like($alice->chat($bob, "bob\@l.test", "hello from djabberd"),
 
 like($t->read_file('auth.log'), qr/^(?:xmpp-server-out\|\|l\.test\n)+\z/,
     'auth_http: DJabberd\'s outgoing stream to l.test, no "from"');
+like($dns->log, qr/query\[SRV\] _xmpp-server\._tcp\.l\.test from /,
+    'DJabberd looked up l.test\'s SRV record in its DNS');
 like($d->log, qr/Connecting to '\Q$nginx_ip\E' for 'l\.test'/,
     'DJabberd connected to nginx for l.test');
 like($l->log, qr/s2sin\w*\s+info\s+Stream encrypted \(TLSv1\.3 /,

@@ -14,6 +14,7 @@ package XT::DJabberd;
 #       s2s_host => '127.0.0.1', # the address of the ServerPort
 #       s2s_peers => { 'r.test' => '127.1.2.3:5269', ... },
 #                                # where DJabberd finds these s2s peers
+#       nameserver => '127.0.0.1:5353', # or by DNS, from this server
 #       extra   => "config lines appended to every <VHost>",
 #       timeout => 15,
 #   );                           # started and listening when new() returns
@@ -39,6 +40,11 @@ package XT::DJabberd;
 # started through t/lib/xt_djabberd_launch.pl, which sets them and then
 # runs the tree's djabberd script; without it the script runs directly.
 # The ServerPort listens on s2s_host (127.0.0.1 by default) either way.
+# nameserver: DJabberd's resolver (Net::DNS, made as DJabberd::DNS loads)
+# asks this server instead of /etc/resolv.conf's, set by Net::DNS's own
+# environment variables RES_NAMESERVERS and RES_OPTIONS ("port:N"); a
+# test's XT::Dnsmasq then gives the SRV and A records, as an operator's
+# DNS would.
 #
 # Sources: see auto/djabberd (DJABBERD_SOURCES, default ../shared/djabberd).
 # The Perl modules DJabberd needs are Debian packages (auto/packages).
@@ -99,6 +105,7 @@ sub new {
         s2s      => $o{s2s} ? 1 : 0,
         extra    => $o{extra} // '',
         s2s_peers => $o{s2s_peers} // {},
+        nameserver => $o{nameserver},
         timeout  => $o{timeout} // 15,
         port     => $o{port} // free_port(),
     }, $class;
@@ -136,7 +143,13 @@ sub command {
     my $peers = $self->{s2s_peers};
     my @launch = %$peers ? ("$lib/xt_djabberd_launch.pl",
         map { "--xt-peer=$_=$peers->{$_}" } sort keys %$peers) : ();
-    return ($^X, '-I', "$self->{src}/lib", '-I', $lib, @launch,
+    my @env;
+    if (defined(my $ns = $self->{nameserver})) {
+        my ($ip, $port) = $ns =~ /^([\d.]+):(\d+)\z/
+            or die "XT::DJabberd: nameserver is IP:PORT, not \"$ns\"\n";
+        @env = ('env', "RES_NAMESERVERS=$ip", "RES_OPTIONS=port:$port");
+    }
+    return (@env, $^X, '-I', "$self->{src}/lib", '-I', $lib, @launch,
         "$self->{src}/djabberd", '--conffile=' . $self->config_file,
         "--logconf=$self->{dir}/log.conf");
 }
