@@ -20,7 +20,10 @@
 #     again), not <system-shutdown/>, and sends no </stream:stream>
 #     (most of the time: the same without nginx); a message the client
 #     got but did not acknowledge (XEP-0198) comes back to its sender as
-#     an error; the session on node 2 lives on;
+#     an error; the session on node 2 lives on.  On a loaded machine
+#     ejabberd may kill a session before it closed it (its shutdown is
+#     racy): the node's log tells, and the client then gets nothing
+#     from nginx either (and the sender may get no bounce);
 #   - the client of node 1 had XEP-0198 enabled with resumption: it logs
 #     in again (lands on node 2: failover), asks to resume, gets
 #     <failed><item-not-found/></failed> (the session died with its
@@ -138,20 +141,44 @@ my $t0 = time();
 $node[0]->stop(graceful => 1);
 ok(!$node[0]->alive && !$node[0]->killed,
     'node 1 stopped (shut down by itself, not killed)');
-my $err = $a->read_until(qr{</stream:error>}, 20) // '';
-like($err, qr{^<stream:error><reset xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>$},
-    'alice: stream error <reset/>')
-    or diag(XT::XMPP::show($err . $a->buffer));
+# ejabberd's own shutdown has a race: ejabberd_sm tells each session to
+# send the stream error and stop, asynchronously, and the application
+# then stops, which kills the processes that are left.  On a loaded
+# machine a session may be killed before it got to it: nothing is sent
+# and its XEP-0198 queue is lost (the same without nginx).  The node's
+# log says which it was ("Closing c2s session ... reset" comes from the
+# session's own close); either way alice gets exactly what the node sent.
+my $closed = $node[0]->log
+    =~ /Closing c2s session for \Q$alice\E\@\Q$DOM\E\/\S+: Stream closed by local host: reset/;
+my $err = $a->read_until(qr{</stream:error>}, $closed ? 20 : 5) // '';
+my $RESET = qr{<stream:error><reset xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>};
+if ($closed) {
+    like($err, qr{^$RESET$}, 'alice: stream error <reset/>')
+        or diag(XT::XMPP::show($err . $a->buffer));
+} else {
+    note('node 1 killed alice\'s session before it closed it'
+        . ' (ejabberd\'s shutdown race): no stream error, no bounce');
+    like($err . $a->buffer, qr{^(?:$RESET)?\s*$},
+        'alice: nothing but what the node sent (killed: nothing)')
+        or diag(XT::XMPP::show($err . $a->buffer));
+}
 ok($a->eof_within(10), 'alice: then nginx closes the connection');
 like($a->buffer, qr{^\s*(?:</stream:stream>)?$},
     'alice: nothing else (but the end of the stream)');
 
 # the message alice got but did not acknowledge (XEP-0198) comes back to
-# bob as an error from her old session
-my $bounce = $b->read_until(qr{</message>}, 10) // '';
-like($bounce, qr{^<message\b(?=[^>]*\btype='error')(?=[^>]*\bfrom='\Q$a->{jid}\E')[^>]*>.*<service-unavailable\b}s,
-    'bob: the unacknowledged message back, <service-unavailable/>')
-    or diag(XT::XMPP::show($bounce . $b->buffer));
+# bob as an error from her old session (when the session closed itself)
+my $bounce = $b->read_until(qr{</message>}, $closed ? 10 : 3) // '';
+if ($closed) {
+    like($bounce, qr{^<message\b(?=[^>]*\btype='error')(?=[^>]*\bfrom='\Q$a->{jid}\E')[^>]*>.*<service-unavailable\b}s,
+        'bob: the unacknowledged message back, <service-unavailable/>')
+        or diag(XT::XMPP::show($bounce . $b->buffer));
+} else {
+    like($bounce . $b->buffer,
+        qr{^(?:<message\b[^>]*\btype='error'.*</message>)?\s*$}s,
+        'bob: at most the bounce (the queue may have died with the session)')
+        or diag(XT::XMPP::show($bounce . $b->buffer));
+}
 note(sprintf 'stop to close: %.1f s', time() - $t0);
 
 ok(chat($b, undef, 'alone'), 'bob on node 2 still online');
