@@ -4,15 +4,15 @@
 # (d.test), whose own TLS stack has no TLS 1.2 or ECDHE, sends its s2s
 # streams to nginx's xmpp-server-out listener in plain TCP: its resolver
 # asks its own DNS (a dnsmasq), where the SRV record of every remote
-# domain names nginx, as an operator would set it up; nginx does STARTTLS with a
-# real Prosody L (l.test), verifies L's certificate, and relays.  L checks
-# DJabberd's dialback key with d.test's server (DJabberd's ServerPort)
-# and accepts the stream: a message from a DJabberd user reaches the
-# Prosody user, and from L's side the stream is TLS 1.3.  DJabberd's
-# stream header has no "from" (RFC 3920 allowed that, RFC 6120 does not):
-# auth_http is asked with an empty Auth-XMPP-From, and the first dialback
-# element names the local domain, bound to the stream from then on.  Its
-# dialback key ("i-" and hex) is not base64 and passes too.
+# domain names nginx, as an operator would set it up.  nginx does STARTTLS
+# with a real Prosody L (l.test), verifies L's certificate, and relays.  L
+# checks DJabberd's dialback key with d.test's server (DJabberd's
+# ServerPort) and accepts the stream: a message from a DJabberd user
+# reaches the Prosody user, and from L's side the stream is TLS 1.3.
+# DJabberd's stream header has no "from" (RFC 3920 allowed that, RFC 6120
+# does not): auth_http is asked with an empty Auth-XMPP-From, and the
+# first dialback element names the local domain, bound to the stream from
+# then on.  Its dialback key ("i-" and hex) is not base64 and passes too.
 
 use strict;
 use warnings;
